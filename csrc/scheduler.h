@@ -1,0 +1,28 @@
+// Wave scheduler for heterogeneous programs of layers (DESIGN.md section 4).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace polar {
+
+// Waves in flat (CSR) form: wave w applies layer wave_layers[w] to the rows
+// rows[wave_offsets[w] : wave_offsets[w+1]], row rows[j] being at program step steps[j].
+struct Waves {
+  std::vector<int32_t> wave_layers;
+  std::vector<int32_t> wave_offsets;  // size W + 1, starts at 0
+  std::vector<int32_t> rows;          // size N
+  std::vector<int32_t> steps;         // size N
+};
+
+enum class Policy { kStep, kLowest };
+
+Policy parse_policy(const std::string& name);
+
+// Programs in CSR form: row r runs layers[offsets[r] : offsets[r+1]]; offsets has B + 1
+// entries, offsets[0] == 0, non-decreasing, offsets[B] == n_layers; layers are >= 0.
+// Throws std::invalid_argument on malformed input.
+Waves plan_waves(const int32_t* offsets, int64_t batch, const int32_t* layers, int64_t n_layers,
+                 Policy policy);
+
+}  // namespace polar

@@ -1,0 +1,201 @@
+"""Batched generation with per-row programs and a KV cache indexed by program step.
+
+Prefill runs every row's program over its prompt, writing each step's keys/values into the
+step's own slot; each decode step is a scheduled pass over the active rows that appends one
+column. Rows stop independently (EOS, stop strings, token budget) and leave the batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .adapters import get_adapter
+from .cache import StepKVCache
+from .executor import (PassContext, _check_policy, last_token_index, prefill, prepare_inputs,
+                       prepare_waves, run_waves, token_positions)
+from .programs import Program, pack, validate_programs
+from .schedule import plan_waves
+
+
+@dataclass
+class GenerationResult:
+    """Output of :func:`generate`, one entry per input row.
+
+    ``tokens``: new token ids (EOS included when generated); ``texts``: decoded new text (cut
+    after the first stop string) when a tokenizer was given; ``finish_reasons``: ``"eos"``,
+    ``"stop"`` or ``"length"``; ``executed_layers``/``unique_layers``: program length / distinct
+    layers per row; ``prefill_waves``/``decode_waves``: waves run (decode: summed over steps);
+    ``decode_row_layers``: row-layer applications done by decode steps (active rows only).
+    """
+
+    tokens: list[list[int]]
+    texts: list[str] | None
+    finish_reasons: list[str]
+    executed_layers: list[int]
+    unique_layers: list[int]
+    programs: list[Program]
+    prefill_waves: int = 0
+    decode_waves: int = 0
+    decode_steps: int = 0
+    decode_row_layers: int = 0
+
+
+def _tokenize(tokenizer, inputs):
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if isinstance(inputs, Sequence) and inputs and all(isinstance(s, str) for s in inputs):
+        if tokenizer is None:
+            raise ValueError("text inputs need a tokenizer")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        try:
+            return tokenizer(list(inputs), return_tensors="pt", padding=True)
+        finally:
+            tokenizer.padding_side = side
+    return inputs
+
+
+def _eos_ids(model, tokenizer, eos_token_id) -> set[int]:
+    if eos_token_id is None:
+        eos_token_id = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos_token_id is None and tokenizer is not None:
+        eos_token_id = tokenizer.eos_token_id
+    if eos_token_id is None:
+        return set()
+    return {int(eos_token_id)} if isinstance(eos_token_id, int) else {int(e) for e in eos_token_id}
+
+
+def _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k) -> None:
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if do_sample:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
+
+
+def select_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, top_k: int,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Next token per row from ``logits`` ``[n, V]``: argmax, or a sample after temperature,
+    top-k and top-p (nucleus) filtering."""
+    if not do_sample:
+        return logits.argmax(-1)
+    scores = logits.float().cpu() / temperature
+    if top_k > 0:
+        kth = torch.topk(scores, min(top_k, scores.shape[-1]), dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cum - sorted_scores.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
+    probs = scores.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             eos_token_id: int | Sequence[int] | None = None, stop_strings: Sequence[str] | None = None,
+             seed: int | None = None, policy: str = "lowest",
+             max_program_length: int | None = None) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
+
+    ``inputs``: text (str or list of str, needs ``tokenizer``; left-padded), a dict/BatchEncoding
+    with ``input_ids`` and ``attention_mask`` (left or right padding), or a tensor of ids.
+    Greedy by default; ``do_sample`` draws with ``temperature``/``top_k``/``top_p`` from a
+    generator seeded with ``seed``. Rows stop at an EOS id (default: the model's generation
+    config), at a stop string (needs ``tokenizer``) or after ``max_new_tokens``.
+
+    Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
+    """
+    adapter = get_adapter(model)
+    _check_policy(policy)
+    _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k)
+    stop_strings = list(stop_strings or [])
+    if stop_strings and tokenizer is None:
+        raise ValueError("stop_strings need a tokenizer")
+    input_ids, attention_mask = prepare_inputs(_tokenize(tokenizer, inputs), adapter.vocab_size, adapter.device)
+    B, T = input_ids.shape
+    progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
+    eos = _eos_ids(model, tokenizer, eos_token_id)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    device = adapter.device
+
+    packed = pack(progs)
+    slot_base = packed.offsets[:-1].long()
+    L = T + max_new_tokens
+    cache = StepKVCache(packed.total_steps, adapter.num_kv_heads, L, adapter.head_dim, adapter.dtype, device)
+    key_valid = torch.zeros(B, L, dtype=torch.bool, device=device)
+    key_valid[:, :T] = attention_mask.bool()
+    key_pos = torch.zeros(B, L, dtype=torch.long, device=device)
+    key_pos[:, :T] = token_positions(attention_mask)
+    n_real = attention_mask.sum(-1)
+
+    waves = plan_waves(packed, policy)
+    hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), cache)
+    logits = adapter.logits(hidden[torch.arange(B, device=device), last_token_index(attention_mask)])
+    result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
+                              executed_layers=[len(p) for p in progs],
+                              unique_layers=[p.unique_layers for p in progs], programs=progs,
+                              prefill_waves=waves.num_waves)
+
+    active = list(range(B))
+    decode_plan = None
+    for t in range(max_new_tokens):
+        next_tokens = select_tokens(logits, do_sample, temperature, top_p, top_k, generator)
+        keep = []
+        for i, (row, tok) in enumerate(zip(active, next_tokens.tolist())):
+            result.tokens[row].append(tok)
+            if tok in eos:
+                result.finish_reasons[row] = "eos"
+            elif stop_strings and _hits_stop(tokenizer, result.tokens[row], stop_strings):
+                result.finish_reasons[row] = "stop"
+            else:
+                keep.append(i)
+        if not keep or t == max_new_tokens - 1:
+            break
+        if len(keep) < len(active) or decode_plan is None:
+            if len(keep) < len(active):
+                active = [active[i] for i in keep]
+                next_tokens = next_tokens[torch.tensor(keep, device=next_tokens.device)]
+            sub = packed.subset(active)
+            sub_waves = plan_waves(sub, policy)
+            decode_plan = (sub_waves.num_waves, prepare_waves(sub_waves, len(active), device, slot_base[active]),
+                           sub.total_steps)
+        rows = torch.tensor(active, device=device)
+        col = T + t
+        key_valid[rows, col] = True
+        key_pos[rows, col] = n_real[rows] + t
+        hidden = adapter.embed(next_tokens[:, None])
+        query_pos = key_pos[rows, col : col + 1]
+        ctx = PassContext(adapter, hidden, key_valid[rows, : col + 1], key_pos[rows, : col + 1],
+                          torch.tensor([col], device=device), query_pos)
+        hidden = run_waves(adapter, hidden, decode_plan[1], ctx, cache, start_col=col)
+        logits = adapter.logits(hidden[:, -1])
+        result.decode_waves += decode_plan[0]
+        result.decode_steps += 1
+        result.decode_row_layers += decode_plan[2]
+
+    if tokenizer is not None:
+        result.texts = [_text(tokenizer, toks, stop_strings) for toks in result.tokens]
+    return result
+
+
+def _hits_stop(tokenizer, tokens: list[int], stop_strings: list[str]) -> bool:
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    return any(s in text for s in stop_strings)
+
+
+def _text(tokenizer, tokens: list[int], stop_strings: list[str]) -> str:
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    cut = [text.index(s) + len(s) for s in stop_strings if s in text]
+    return text[: min(cut)] if cut else text
