@@ -60,7 +60,6 @@ def test_policies_give_same_logits(arch_model):
     lowest = polar.batched_execute(model, programs, batch, policy="lowest")
     step = polar.batched_execute(model, programs, batch, policy="step")
     assert (lowest.logits - step.logits).abs().max() <= TOL
-    assert lowest.num_waves <= step.num_waves
 
 
 def test_result_does_not_depend_on_padding_amount():

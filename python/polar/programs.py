@@ -7,6 +7,7 @@ A program is a non-empty sequence of decoder-layer indices ``(i_1, .., i_K)`` wi
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -20,7 +21,7 @@ class Program(tuple):
     """An immutable program of layer indices. ``Program([0, 1, 1, 3])``."""
 
     def __new__(cls, layers: Iterable[int]):
-        return super().__new__(cls, (int(i) for i in layers))
+        return super().__new__(cls, (_as_int(i) for i in layers))
 
     @classmethod
     def full(cls, num_layers: int) -> "Program":
@@ -43,19 +44,29 @@ def full(num_layers: int) -> Program:
     return Program.full(num_layers)
 
 
+def _as_int(x) -> int:
+    """``x`` as an int if it is an integer (Python, numpy or 0-d integer tensor), else ``TypeError``."""
+    if isinstance(x, bool) or (isinstance(x, torch.Tensor) and (x.dtype.is_floating_point or x.dtype == torch.bool)):
+        raise TypeError(f"{x!r} is not an int")
+    return operator.index(x)
+
+
 def _as_layer_list(program, row: int | None) -> list[int]:
     where = f"program for row {row}" if row is not None else "program"
     if isinstance(program, torch.Tensor):
         if program.dim() != 1 or program.dtype.is_floating_point or program.dtype == torch.bool:
             raise ValueError(f"{where}: a tensor program must be 1-D integer, got {program.dtype} {tuple(program.shape)}")
         return [int(x) for x in program.tolist()]
+    if hasattr(program, "tolist") and not isinstance(program, Sequence):  # numpy arrays
+        program = program.tolist()
     if isinstance(program, (str, bytes)) or not isinstance(program, Sequence):
         raise ValueError(f"{where}: expected a sequence of ints, got {type(program).__name__}")
     out = []
     for k, x in enumerate(program):
-        if isinstance(x, bool) or not isinstance(x, (int,)) and not (hasattr(x, "__index__") and not isinstance(x, float)):
-            raise ValueError(f"{where}: entry {k} is {x!r}, not an int")
-        out.append(int(x))
+        try:
+            out.append(_as_int(x))
+        except TypeError:
+            raise ValueError(f"{where}: entry {k} is {x!r}, not an int") from None
     return out
 
 
@@ -65,6 +76,8 @@ def validate_program(program, num_layers: int, max_length: int | None = None, ro
     Raises ``ValueError`` naming ``row`` (when given) for: not a sequence of ints, empty,
     longer than ``max_length`` (default ``4 * num_layers``), or an index outside ``[0, num_layers)``.
     """
+    if num_layers <= 0:
+        raise ValueError(f"num_layers must be positive, got {num_layers}")
     where = f"program for row {row}" if row is not None else "program"
     layers = _as_layer_list(program, row)
     if not layers:
@@ -116,18 +129,26 @@ class PackedPrograms:
         return self.offsets[1:] - self.offsets[:-1]
 
     def subset(self, rows: Sequence[int]) -> "PackedPrograms":
-        """The packed programs of ``rows`` only (in that order), offsets restarting at 0."""
+        """The packed programs of ``rows`` only (in that order), offsets restarting at 0.
+
+        Raises ``ValueError`` for a row outside ``[0, B)``."""
+        rows = [int(r) for r in rows]
+        bad = [r for r in rows if not 0 <= r < self.batch_size]
+        if bad:
+            raise ValueError(f"row {bad[0]} is outside [0, {self.batch_size})")
         lengths = self.lengths()
         parts = [self.layers[self.offsets[r] : self.offsets[r + 1]] for r in rows]
         offsets = torch.zeros(len(rows) + 1, dtype=torch.int32)
         if rows:
-            offsets[1:] = torch.cumsum(lengths[list(rows)], 0)
+            offsets[1:] = torch.cumsum(lengths[rows], 0)
         layers = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int32)
         return PackedPrograms(offsets, layers.to(torch.int32))
 
 
 def pack(programs: Sequence[Sequence[int]]) -> PackedPrograms:
-    """Pack (already validated) programs into CSR int32 arrays."""
+    """Pack programs into CSR int32 arrays (entries must be ints; ranges are checked by
+    :func:`validate_programs`)."""
+    programs = [p if isinstance(p, Program) else Program(p) for p in programs]
     lengths = torch.tensor([len(p) for p in programs], dtype=torch.int64)
     offsets = torch.zeros(len(programs) + 1, dtype=torch.int32)
     offsets[1:] = torch.cumsum(lengths, 0)
