@@ -9,18 +9,19 @@ from polar.testing import tiny_model
 TOL = 1e-4
 
 
+@pytest.mark.parametrize("backend", ["hf", "fused"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_identity_program_matches_hf_forward(arch_model, side):
+def test_identity_program_matches_hf_forward(arch_model, side, backend):
     model = arch_model
     D = model.config.num_hidden_layers
     batch = padded_batch(random_prompts(5, model.config.vocab_size, 2, 12, seed=3), side)
-    ours = polar.batched_execute(model, polar.full(D), batch, all_positions=True)
+    ours = polar.batched_execute(model, polar.full(D), batch, all_positions=True, backend=backend)
     with torch.inference_mode():
         hf = model(**batch).logits
     real = batch["attention_mask"].bool()
     assert ours.logits.shape == hf.shape
     assert (ours.logits - hf)[real].abs().max() <= TOL
-    last = polar.batched_execute(model, [polar.full(D)] * 5, batch)
+    last = polar.batched_execute(model, [polar.full(D)] * 5, batch, backend=backend)
     idx = real.long().cumsum(-1).argmax(-1)  # column of the last real token
     assert last.logits.shape == (5, model.config.vocab_size)
     assert (last.logits - hf[torch.arange(5), idx]).abs().max() <= TOL
@@ -36,14 +37,15 @@ def test_identity_program_eager_attention():
     assert (ours.logits - hf)[batch["attention_mask"].bool()].abs().max() <= TOL
 
 
+@pytest.mark.parametrize("backend", ["hf", "fused"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_mixed_programs_match_reference_rows(arch_model, side):
+def test_mixed_programs_match_reference_rows(arch_model, side, backend):
     model = arch_model
     D = model.config.num_hidden_layers
     prompts = random_prompts(18, model.config.vocab_size, 1, 11, seed=5)
     programs = mixed_programs(D, 18, seed=6)
     batch = padded_batch(prompts, side)
-    out = polar.batched_execute(model, programs, batch, all_positions=True)
+    out = polar.batched_execute(model, programs, batch, all_positions=True, backend=backend)
     real = batch["attention_mask"].bool()
     for r, (prompt, program) in enumerate(zip(prompts, programs)):
         ref = polar.reference_forward(model, program, prompt)
@@ -117,10 +119,12 @@ def test_bad_programs_and_inputs_raise_before_compute(programs, inputs, match):
     assert counter.calls == 0
 
 
-def test_unknown_policy_raises():
+def test_unknown_policy_or_backend_raises():
     model = tiny_model("llama", seed=5)
     with pytest.raises(ValueError, match="policy"):
         polar.batched_execute(model, [[0]], torch.ones(1, 2, dtype=torch.long), policy="fastest")
+    with pytest.raises(ValueError, match="backend"):
+        polar.batched_execute(model, [[0]], torch.ones(1, 2, dtype=torch.long), backend="cuda")
 
 
 def test_unsupported_model_names_its_class():

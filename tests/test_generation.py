@@ -17,11 +17,13 @@ LOOPY = [
 ]
 
 
+@pytest.mark.parametrize("backend", ["hf", "fused"])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_cached_generation_matches_no_cache_reference(arch_model, side):
+def test_cached_generation_matches_no_cache_reference(arch_model, side, backend):
     model = arch_model
     prompts = random_prompts(len(LOOPY), model.config.vocab_size, 2, 9, seed=11)
-    out = polar.generate(model, None, padded_batch(prompts, side), LOOPY, max_new_tokens=NEW, eos_token_id=[])
+    out = polar.generate(model, None, padded_batch(prompts, side), LOOPY, max_new_tokens=NEW, eos_token_id=[],
+                         backend=backend)
     for r, (prompt, program) in enumerate(zip(prompts, LOOPY)):
         assert out.tokens[r] == polar.reference_generate(model, program, prompt, NEW), f"row {r} {program}"
     assert out.finish_reasons == ["length"] * len(LOOPY)

@@ -84,9 +84,9 @@ def token_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def attention_bias(key_valid: torch.Tensor, key_pos: torch.Tensor, query_cols: torch.Tensor,
-                   query_pos: torch.Tensor, window: int | None, dtype: torch.dtype) -> torch.Tensor:
-    """Additive attention mask ``[B, 1, Q, K]`` (0 where allowed, dtype min elsewhere).
+def attention_allowed(key_valid: torch.Tensor, key_pos: torch.Tensor, query_cols: torch.Tensor,
+                      query_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Which keys each query attends to: bool ``[B, Q, K]``.
 
     ``key_valid`` ``[B, K]`` bool: real-token columns; ``key_pos`` ``[B, K]`` and ``query_pos``
     ``[B, Q]``: token positions; ``query_cols`` ``[Q]``: the column of each query. A query sees
@@ -98,7 +98,12 @@ def attention_bias(key_valid: torch.Tensor, key_pos: torch.Tensor, query_cols: t
     if window is not None:
         allowed &= (query_pos[:, :, None] - key_pos[:, None, :]) < window
     allowed |= cols[None, None, :] == query_cols[None, :, None]
-    bias = torch.zeros(allowed.shape, dtype=dtype, device=key_valid.device)
+    return allowed
+
+
+def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool ``[B, Q, K]`` -> additive mask ``[B, 1, Q, K]`` (0 where allowed, dtype min elsewhere)."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     bias.masked_fill_(~allowed, torch.finfo(dtype).min)
     return bias[:, None]
 
@@ -112,14 +117,23 @@ class PassContext:
         self.key_valid, self.key_pos = key_valid, key_pos
         self.query_cols, self.query_pos = query_cols, query_pos
         self.cos, self.sin = adapter.rotary(hidden, query_pos)
+        self._allowed: dict[int | None, torch.Tensor] = {}
         self._bias: dict[int | None, torch.Tensor] = {}
         self.dtype = hidden.dtype
 
+    def allowed(self, layer: int) -> torch.Tensor:
+        """Bool ``[B, Q, K]`` attention pattern of ``layer`` (depends on its sliding window)."""
+        window = self.adapter.sliding_windows[layer]
+        if window not in self._allowed:
+            self._allowed[window] = attention_allowed(self.key_valid, self.key_pos, self.query_cols,
+                                                      self.query_pos, window)
+        return self._allowed[window]
+
     def bias(self, layer: int) -> torch.Tensor:
+        """Additive mask ``[B, 1, Q, K]`` of ``layer``."""
         window = self.adapter.sliding_windows[layer]
         if window not in self._bias:
-            self._bias[window] = attention_bias(self.key_valid, self.key_pos, self.query_cols,
-                                                self.query_pos, window, self.dtype)
+            self._bias[window] = additive_bias(self.allowed(layer), self.dtype)
         return self._bias[window]
 
 
@@ -143,13 +157,29 @@ def prepare_waves(waves: Waves, batch_size: int, device: torch.device,
     return out
 
 
+BACKENDS = ("auto", "hf", "fused")
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``auto`` -> ``fused`` (kernels) on CUDA, ``hf`` (Hugging Face layer calls) elsewhere."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "auto":
+        return "fused" if device.type == "cuda" else "hf"
+    return backend
+
+
 def run_waves(adapter: ModelAdapter, hidden: torch.Tensor, waves: list[WaveStep], ctx: PassContext,
-              cache: StepKVCache | None = None, start_col: int = 0) -> torch.Tensor:
+              cache: StepKVCache | None = None, start_col: int = 0, backend: str = "hf") -> torch.Tensor:
     """Apply every wave to ``hidden`` ``[B, Q, d]`` and return the updated states.
 
-    A wave covering the whole batch runs in place of a gather/scatter (rows are sorted and
-    distinct, so it is the identity permutation).
+    ``backend="hf"``: gather the wave's rows, call the Hugging Face decoder layer, scatter back
+    (a wave covering the whole batch skips the gather/scatter: its rows are sorted and distinct,
+    so it is the identity permutation). ``backend="fused"``: :mod:`polar.fused`, in place; with a
+    cache and ``start_col > 0`` (decode) attention reads the cache by slot.
     """
+    if backend == "fused":
+        return _run_waves_fused(adapter, hidden, waves, ctx, cache, start_col)
     for wave in waves:
         layer = adapter.layers[wave.layer]
         rows = wave.rows
@@ -172,6 +202,21 @@ def run_waves(adapter: ModelAdapter, hidden: torch.Tensor, waves: list[WaveStep]
     return hidden
 
 
+def _run_waves_fused(adapter, hidden, waves, ctx, cache, start_col):
+    from .fused import run_layer_fused
+
+    hidden = hidden.contiguous()
+    decode = cache is not None and start_col > 0
+    for wave in waves:
+        rows = wave.rows
+        view = None if cache is None else cache.wave_view(wave.slots, start_col)
+        key_mask = ctx.allowed(wave.layer)[:, -1].index_select(0, rows) if decode else None
+        bias = None if decode else ctx.bias(wave.layer).index_select(0, rows)
+        run_layer_fused(adapter.layers[wave.layer], hidden, rows, bias, ctx.query_pos.index_select(0, rows),
+                        ctx.cos.index_select(0, rows), ctx.sin.index_select(0, rows), view, key_mask)
+    return hidden
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Column of each row's last real token: ``[B]``."""
     cols = torch.arange(attention_mask.shape[1], device=attention_mask.device)
@@ -184,19 +229,19 @@ def _check_policy(policy: str) -> None:
 
 
 def prefill(adapter: ModelAdapter, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-            waves: list[WaveStep], cache: StepKVCache | None = None) -> torch.Tensor:
+            waves: list[WaveStep], cache: StepKVCache | None = None, backend: str = "hf") -> torch.Tensor:
     """Run the planned waves over whole prompts; returns final hidden states ``[B, T, d]``."""
     hidden = adapter.embed(input_ids)
     T = input_ids.shape[1]
     positions = token_positions(attention_mask)
     cols = torch.arange(T, device=input_ids.device)
     ctx = PassContext(adapter, hidden, attention_mask.bool(), positions, cols, positions)
-    return run_waves(adapter, hidden, waves, ctx, cache, start_col=0)
+    return run_waves(adapter, hidden, waves, ctx, cache, start_col=0, backend=backend)
 
 
 @torch.inference_mode()
 def batched_execute(model, programs, inputs, *, policy: str = "lowest", all_positions: bool = False,
-                    max_program_length: int | None = None) -> ExecutionResult:
+                    max_program_length: int | None = None, backend: str = "auto") -> ExecutionResult:
     """Run row ``r`` of ``inputs`` through ``programs[r]`` and return its logits.
 
     Args:
@@ -207,6 +252,9 @@ def batched_execute(model, programs, inputs, *, policy: str = "lowest", all_posi
         policy: wave scheduling policy, ``"lowest"`` or ``"step"`` (same results, different waves).
         all_positions: return logits ``[B, T, V]`` for every column instead of ``[B, V]``.
         max_program_length: longest program accepted (default ``4 * D``).
+        backend: ``"hf"`` (call each Hugging Face decoder layer on gathered rows), ``"fused"``
+            (:mod:`polar.fused`: gathered norm / residual scatter kernels around the layer's
+            parts), or ``"auto"`` (fused on CUDA, hf elsewhere). Same results either way.
 
     Raises:
         ValueError: bad programs (naming the row), bad inputs, unknown policy; before any compute.
@@ -214,12 +262,13 @@ def batched_execute(model, programs, inputs, *, policy: str = "lowest", all_posi
     """
     adapter = get_adapter(model)
     _check_policy(policy)
+    backend = resolve_backend(backend, adapter.device)
     input_ids, attention_mask = prepare_inputs(inputs, adapter.vocab_size, adapter.device)
     progs = validate_programs(programs, input_ids.shape[0], adapter.num_layers, max_program_length)
     packed = pack(progs)
     waves = plan_waves(packed, policy)
     steps = prepare_waves(waves, len(progs), adapter.device)
-    hidden = prefill(adapter, input_ids, attention_mask, steps)
+    hidden = prefill(adapter, input_ids, attention_mask, steps, backend=backend)
     if all_positions:
         logits = adapter.logits(hidden)
     else:

@@ -14,7 +14,7 @@ import torch
 from .adapters import get_adapter
 from .cache import StepKVCache
 from .executor import (PassContext, _check_policy, last_token_index, prefill, prepare_inputs,
-                       prepare_waves, run_waves, token_positions)
+                       prepare_waves, resolve_backend, run_waves, token_positions)
 from .programs import Program, pack, validate_programs
 from .schedule import plan_waves
 
@@ -106,19 +106,21 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              eos_token_id: int | Sequence[int] | None = None, stop_strings: Sequence[str] | None = None,
              seed: int | None = None, policy: str = "lowest",
-             max_program_length: int | None = None) -> GenerationResult:
+             max_program_length: int | None = None, backend: str = "auto") -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
 
     ``inputs``: text (str or list of str, needs ``tokenizer``; left-padded), a dict/BatchEncoding
     with ``input_ids`` and ``attention_mask`` (left or right padding), or a tensor of ids.
     Greedy by default; ``do_sample`` draws with ``temperature``/``top_k``/``top_p`` from a
     generator seeded with ``seed``. Rows stop at an EOS id (default: the model's generation
-    config), at a stop string (needs ``tokenizer``) or after ``max_new_tokens``.
+    config), at a stop string (needs ``tokenizer``) or after ``max_new_tokens``. ``policy`` and
+    ``backend`` are as in :func:`polar.batched_execute`.
 
     Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
     """
     adapter = get_adapter(model)
     _check_policy(policy)
+    backend = resolve_backend(backend, adapter.device)
     _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k)
     stop_strings = list(stop_strings or [])
     if stop_strings and tokenizer is None:
@@ -141,7 +143,8 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     n_real = attention_mask.sum(-1)
 
     waves = plan_waves(packed, policy)
-    hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), cache)
+    hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), cache,
+                     backend=backend)
     logits = adapter.logits(hidden[torch.arange(B, device=device), last_token_index(attention_mask)])
     result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
                               executed_layers=[len(p) for p in progs],
@@ -179,7 +182,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
         query_pos = key_pos[rows, col : col + 1]
         ctx = PassContext(adapter, hidden, key_valid[rows, : col + 1], key_pos[rows, : col + 1],
                           torch.tensor([col], device=device), query_pos)
-        hidden = run_waves(adapter, hidden, decode_plan[1], ctx, cache, start_col=col)
+        hidden = run_waves(adapter, hidden, decode_plan[1], ctx, cache, start_col=col, backend=backend)
         logits = adapter.logits(hidden[:, -1])
         result.decode_waves += decode_plan[0]
         result.decode_steps += 1
