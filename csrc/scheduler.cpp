@@ -18,7 +18,7 @@ Policy parse_policy(const std::string& name) {
 namespace {
 
 void check_programs(const int32_t* offsets, int64_t batch, const int32_t* layers, int64_t n_layers,
-                    int32_t* max_layer) {
+                    int32_t num_layers, int32_t* max_layer) {
   if (batch < 0) throw std::invalid_argument("negative batch size");
   if (offsets[0] != 0) throw std::invalid_argument("offsets[0] must be 0");
   for (int64_t r = 0; r < batch; ++r) {
@@ -27,9 +27,12 @@ void check_programs(const int32_t* offsets, int64_t batch, const int32_t* layers
   }
   if (offsets[batch] != n_layers)
     throw std::invalid_argument("offsets[B] must equal the number of layer entries");
+  const int32_t limit = num_layers >= 0 ? num_layers : kMaxLayers;
   int32_t mx = -1;
   for (int64_t i = 0; i < n_layers; ++i) {
-    if (layers[i] < 0) throw std::invalid_argument("layer indices must be >= 0");
+    if (layers[i] < 0 || layers[i] >= limit)
+      throw std::invalid_argument("layer index " + std::to_string(layers[i]) + " at entry " + std::to_string(i) +
+                                  " outside [0, " + std::to_string(limit) + ")");
     mx = std::max(mx, layers[i]);
   }
   *max_layer = mx;
@@ -111,9 +114,9 @@ void plan_step(const int32_t* offsets, int64_t batch, const int32_t* layers, int
 }  // namespace
 
 Waves plan_waves(const int32_t* offsets, int64_t batch, const int32_t* layers, int64_t n_layers,
-                 Policy policy) {
+                 Policy policy, int32_t num_layers) {
   int32_t max_layer = -1;
-  check_programs(offsets, batch, layers, n_layers, &max_layer);
+  check_programs(offsets, batch, layers, n_layers, num_layers, &max_layer);
   Waves out;
   out.wave_offsets.push_back(0);
   out.rows.reserve(n_layers);

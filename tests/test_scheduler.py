@@ -203,7 +203,7 @@ def test_non_contiguous_inputs():
         ([0, 1], [0, 1], r"offsets\[B\] must equal"),
         ([0, 3], [0, 1], r"offsets\[B\] must equal"),
         ([0], [0], r"offsets\[B\] must equal"),
-        ([0, 2], [0, -1], "layer indices must be >= 0"),
+        ([0, 2], [0, -1], r"layer index -1 at entry \d+ outside"),
         ([], [], "B \\+ 1 >= 1"),
     ],
 )
@@ -226,3 +226,13 @@ def test_compiled_rejects_bad_tensors_and_policies():
         with pytest.raises(ValueError, match="unknown scheduling policy 'Lowest'"):
             plan("Lowest")
 
+
+
+def test_layer_indices_are_bounded_before_allocation():
+    """Bucket arrays are sized by the layer count: huge indices are rejected, not allocated."""
+    packed = pack([[0, 2**30]])
+    with pytest.raises(ValueError, match="outside"):
+        plan_waves(packed, "lowest")
+    with pytest.raises(ValueError, match=r"layer index 3 at entry 1 outside \[0, 3\)"):
+        plan_waves(pack([[0, 3]]), "step", num_layers=3)
+    assert plan_waves(pack([[0, 2]]), "lowest", num_layers=3).num_waves == 2

@@ -266,7 +266,7 @@ def batched_execute(model, programs, inputs, *, policy: str = "lowest", all_posi
     input_ids, attention_mask = prepare_inputs(inputs, adapter.vocab_size, adapter.device)
     progs = validate_programs(programs, input_ids.shape[0], adapter.num_layers, max_program_length)
     packed = pack(progs)
-    waves = plan_waves(packed, policy)
+    waves = plan_waves(packed, policy, adapter.num_layers)
     steps = prepare_waves(waves, len(progs), adapter.device)
     hidden = prefill(adapter, input_ids, attention_mask, steps, backend=backend)
     if all_positions:

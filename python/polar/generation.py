@@ -142,7 +142,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     key_pos[:, :T] = token_positions(attention_mask)
     n_real = attention_mask.sum(-1)
 
-    waves = plan_waves(packed, policy)
+    waves = plan_waves(packed, policy, adapter.num_layers)
     hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), cache,
                      backend=backend)
     logits = adapter.logits(hidden[torch.arange(B, device=device), last_token_index(attention_mask)])
@@ -171,7 +171,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
                 active = [active[i] for i in keep]
                 next_tokens = next_tokens[torch.tensor(keep, device=next_tokens.device)]
             sub = packed.subset(active)
-            sub_waves = plan_waves(sub, policy)
+            sub_waves = plan_waves(sub, policy, adapter.num_layers)
             decode_plan = (sub_waves.num_waves, prepare_waves(sub_waves, len(active), device, slot_base[active]),
                            sub.total_steps)
         rows = torch.tensor(active, device=device)

@@ -47,12 +47,16 @@ def _check_policy(policy: str) -> None:
         raise ValueError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
 
 
-def plan_waves(packed: PackedPrograms, policy: str = "lowest") -> Waves:
-    """Plan waves with the compiled scheduler ``polar._C.plan_waves``."""
+def plan_waves(packed: PackedPrograms, policy: str = "lowest", num_layers: int | None = None) -> Waves:
+    """Plan waves with the compiled scheduler ``polar._C.plan_waves``.
+
+    Raises ``ValueError`` for an unknown policy or a layer index outside ``[0, num_layers)``.
+    """
     _check_policy(policy)
     from . import _C
 
-    layers, offsets, rows, steps = _C.plan_waves(packed.offsets, packed.layers, policy)
+    layers, offsets, rows, steps = _C.plan_waves(packed.offsets, packed.layers, policy,
+                                                 -1 if num_layers is None else num_layers)
     return Waves(layers, offsets, rows, steps)
 
 
