@@ -206,12 +206,13 @@ def _run_waves_fused(adapter, hidden, waves, ctx, cache, start_col):
     from .fused import run_layer_fused
 
     hidden = hidden.contiguous()
-    decode = cache is not None and start_col > 0
+    hd = adapter.head_dim  # the slot kernel needs a power-of-two head_dim >= 16
+    decode = cache is not None and start_col > 0 and hd >= 16 and hd & (hd - 1) == 0
     for wave in waves:
         rows = wave.rows
         view = None if cache is None else cache.wave_view(wave.slots, start_col)
         key_mask = ctx.allowed(wave.layer)[:, -1].index_select(0, rows) if decode else None
-        bias = None if decode else ctx.bias(wave.layer).index_select(0, rows)
+        bias = None if decode else ctx.bias(wave.layer).index_select(0, rows)  # decode + odd head_dim: HF attention
         run_layer_fused(adapter.layers[wave.layer], hidden, rows, bias, ctx.query_pos.index_select(0, rows),
                         ctx.cos.index_select(0, rows), ctx.sin.index_select(0, rows), view, key_mask)
     return hidden
