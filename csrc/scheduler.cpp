@@ -12,7 +12,8 @@ namespace polar {
 Policy parse_policy(const std::string& name) {
   if (name == "step") return Policy::kStep;
   if (name == "lowest") return Policy::kLowest;
-  throw std::invalid_argument("unknown scheduling policy '" + name + "' (expected 'step' or 'lowest')");
+  if (name == "bound") return Policy::kBound;
+  throw std::invalid_argument("unknown scheduling policy '" + name + "' (expected 'bound', 'lowest' or 'step')");
 }
 
 namespace {
@@ -38,21 +39,48 @@ void check_programs(const int32_t* offsets, int64_t batch, const int32_t* layers
   *max_layer = mx;
 }
 
-// Appends one wave made of `members` (sorted in place) at layer `layer`, advancing `pos`.
-inline void emit_wave(Waves& out, int32_t layer, std::vector<int32_t>& members, std::vector<int32_t>& pos) {
-  std::sort(members.begin(), members.end());
-  out.wave_layers.push_back(layer);
-  for (int32_t r : members) {
-    out.rows.push_back(r);
-    out.steps.push_back(pos[r]++);
+// Appends one wave made of `members` (distinct rows) at layer `layer`, advancing `pos`. Rows
+// are emitted in increasing order via a bitset (O(n + B/64), no comparison sort).
+class WaveEmitter {
+ public:
+  WaveEmitter(Waves& out, int64_t batch) : out_(out), bits_((batch + 63) / 64, 0) {}
+
+  void emit(int32_t layer, const std::vector<int32_t>& members, std::vector<int32_t>& pos) {
+    out_.wave_layers.push_back(layer);
+    if (std::is_sorted(members.begin(), members.end())) {
+      for (int32_t r : members) push(r, pos);
+    } else {
+      size_t lo = bits_.size(), hi = 0;
+      for (int32_t r : members) {
+        const size_t w = static_cast<size_t>(r) >> 6;
+        bits_[w] |= uint64_t{1} << (r & 63);
+        lo = std::min(lo, w);
+        hi = std::max(hi, w);
+      }
+      for (size_t w = lo; w <= hi; ++w) {
+        for (uint64_t word = bits_[w]; word != 0; word &= word - 1)
+          push(static_cast<int32_t>((w << 6) | __builtin_ctzll(word)), pos);
+        bits_[w] = 0;
+      }
+    }
+    out_.wave_offsets.push_back(static_cast<int32_t>(out_.rows.size()));
   }
-  out.wave_offsets.push_back(static_cast<int32_t>(out.rows.size()));
-}
+
+ private:
+  void push(int32_t r, std::vector<int32_t>& pos) {
+    out_.rows.push_back(r);
+    out_.steps.push_back(pos[r]++);
+  }
+
+  Waves& out_;
+  std::vector<uint64_t> bits_;
+};
 
 // `lowest`: repeatedly run the lowest layer index some ready row needs, with every row that
 // needs it next.
 void plan_lowest(const int32_t* offsets, int64_t batch, const int32_t* layers, int32_t n_distinct,
                  Waves& out) {
+  WaveEmitter emitter(out, batch);
   std::vector<std::vector<int32_t>> bucket(n_distinct);
   std::vector<int32_t> pos(batch, 0);
   std::vector<int32_t> cur;
@@ -71,7 +99,7 @@ void plan_lowest(const int32_t* offsets, int64_t batch, const int32_t* layers, i
     const int32_t layer = lo;
     cur.clear();
     cur.swap(bucket[layer]);
-    emit_wave(out, layer, cur, pos);
+    emitter.emit(layer, cur, pos);
     remaining -= static_cast<int64_t>(cur.size());
     for (int32_t r : cur) {
       if (offsets[r] + pos[r] < offsets[r + 1]) {
@@ -87,6 +115,7 @@ void plan_lowest(const int32_t* offsets, int64_t batch, const int32_t* layers, i
 // the round, in increasing layer order.
 void plan_step(const int32_t* offsets, int64_t batch, const int32_t* layers, int32_t n_distinct,
                Waves& out) {
+  WaveEmitter emitter(out, batch);
   std::vector<std::vector<int32_t>> bucket(n_distinct);
   std::vector<int32_t> pos(batch, 0);
   std::vector<int32_t> active, next_active, touched;
@@ -101,13 +130,90 @@ void plan_step(const int32_t* offsets, int64_t batch, const int32_t* layers, int
     }
     std::sort(touched.begin(), touched.end());
     for (int32_t l : touched) {
-      emit_wave(out, l, bucket[l], pos);
+      emitter.emit(l, bucket[l], pos);
       bucket[l].clear();
     }
     next_active.clear();
     for (int32_t r : active)
       if (offsets[r] + pos[r] < offsets[r + 1]) next_active.push_back(r);
     active.swap(next_active);
+  }
+}
+
+// `bound`: greedy on a lower bound of the waves still needed. With occ[r][l] the number of
+// times row r still has to run layer l, every schedule needs at least
+// LB = sum_l max_r occ[r][l] more waves. Running layer c (with every row whose next layer is c)
+// clears the fraction ready_at_max(c) / holders_of_max(c) of the rows that hold layer c's
+// maximum; at 1 the wave lowers LB. Each wave picks the candidate with the largest fraction,
+// then the most rows, then the lowest index. For ascending (skip-only) programs the lowest
+// candidate always has fraction 1, so the waves equal the number of distinct layers used, as
+// with `lowest`. ready_at_max[l] (rows waiting for l that hold l's maximum) is kept up to
+// date as rows move between buckets, so a wave costs O(D + rows in the wave).
+void plan_bound(const int32_t* offsets, int64_t batch, const int32_t* layers, int32_t n_distinct,
+                Waves& out) {
+  WaveEmitter emitter(out, batch);
+  const int64_t D = n_distinct;
+  std::vector<std::vector<int32_t>> bucket(D);
+  std::vector<int32_t> pos(batch, 0), occ(batch * D, 0), max_occ(D, 0), cur;
+  int32_t max_len = 0;
+  int64_t remaining = 0;
+  for (int64_t r = 0; r < batch; ++r) {
+    const int32_t len = offsets[r + 1] - offsets[r];
+    max_len = std::max(max_len, len);
+    remaining += len;
+    for (int32_t i = offsets[r]; i < offsets[r + 1]; ++i) ++occ[r * D + layers[i]];
+    if (len > 0) bucket[layers[offsets[r]]].push_back(static_cast<int32_t>(r));
+  }
+  // at_count[l * K + k]: rows whose remaining count of layer l is k (k >= 1).
+  const int64_t K = max_len + 1;
+  std::vector<int32_t> at_count(D * K, 0);
+  for (int64_t r = 0; r < batch; ++r)
+    for (int64_t l = 0; l < D; ++l) {
+      const int32_t k = occ[r * D + l];
+      if (k > 0) {
+        ++at_count[l * K + k];
+        max_occ[l] = std::max(max_occ[l], k);
+      }
+    }
+  std::vector<int32_t> ready_at_max(D, 0);
+  for (int64_t l = 0; l < D; ++l)
+    for (int32_t r : bucket[l]) ready_at_max[l] += occ[r * D + l] == max_occ[l];
+  while (remaining > 0) {
+    int32_t best = -1;
+    int64_t best_ready = 0, best_holders = 1;
+    size_t best_size = 0;
+    for (int32_t l = 0; l < n_distinct; ++l) {
+      const auto& b = bucket[l];
+      if (b.empty()) continue;
+      const int64_t ready = ready_at_max[l];
+      const int64_t holders = at_count[l * K + max_occ[l]];
+      // compare ready / holders with best_ready / best_holders exactly
+      const int64_t lhs = ready * best_holders, rhs = best_ready * holders;
+      if (best < 0 || lhs > rhs || (lhs == rhs && b.size() > best_size)) {
+        best = l;
+        best_ready = ready;
+        best_holders = holders;
+        best_size = b.size();
+      }
+    }
+    cur.clear();
+    cur.swap(bucket[best]);
+    ready_at_max[best] = 0;
+    emitter.emit(best, cur, pos);
+    remaining -= static_cast<int64_t>(cur.size());
+    for (int32_t r : cur) {  // occ of `best` drops for these rows, then they move on
+      int32_t& k = occ[r * D + best];
+      --at_count[best * K + k];
+      --k;
+      if (k > 0) ++at_count[best * K + k];
+    }
+    while (max_occ[best] > 0 && at_count[best * K + max_occ[best]] == 0) --max_occ[best];
+    for (int32_t r : cur) {
+      if (offsets[r] + pos[r] == offsets[r + 1]) continue;
+      const int32_t next = layers[offsets[r] + pos[r]];
+      bucket[next].push_back(r);
+      ready_at_max[next] += occ[r * D + next] == max_occ[next];
+    }
   }
 }
 
@@ -124,6 +230,8 @@ Waves plan_waves(const int32_t* offsets, int64_t batch, const int32_t* layers, i
   if (n_layers == 0) return out;
   if (policy == Policy::kLowest) {
     plan_lowest(offsets, batch, layers, max_layer + 1, out);
+  } else if (policy == Policy::kBound) {
+    plan_bound(offsets, batch, layers, max_layer + 1, out);
   } else {
     plan_step(offsets, batch, layers, max_layer + 1, out);
   }

@@ -15,7 +15,7 @@ struct Waves {
   std::vector<int32_t> steps;         // size N
 };
 
-enum class Policy { kStep, kLowest };
+enum class Policy { kStep, kLowest, kBound };
 
 Policy parse_policy(const std::string& name);
 

@@ -16,7 +16,7 @@ import torch
 from .adapters import ModelAdapter, get_adapter
 from .cache import StepKVCache
 from .programs import PackedPrograms, Program, pack, validate_programs
-from .schedule import POLICIES, Waves, plan_waves
+from .schedule import DEFAULT_POLICY, POLICIES, Waves, plan_waves
 
 
 @dataclass
@@ -241,7 +241,7 @@ def prefill(adapter: ModelAdapter, input_ids: torch.Tensor, attention_mask: torc
 
 
 @torch.inference_mode()
-def batched_execute(model, programs, inputs, *, policy: str = "lowest", all_positions: bool = False,
+def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, all_positions: bool = False,
                     max_program_length: int | None = None, backend: str = "auto") -> ExecutionResult:
     """Run row ``r`` of ``inputs`` through ``programs[r]`` and return its logits.
 
@@ -250,7 +250,8 @@ def batched_execute(model, programs, inputs, *, policy: str = "lowest", all_posi
         programs: ``B`` programs (sequences of layer indices), or one :class:`Program` for all rows.
         inputs: ``BatchEncoding``/dict with ``input_ids`` ``[B, T]`` and ``attention_mask`` (left or
             right padding), or a tensor of ids.
-        policy: wave scheduling policy, ``"lowest"`` or ``"step"`` (same results, different waves).
+        policy: wave scheduling policy, ``"bound"`` (default), ``"lowest"`` or ``"step"`` (same
+            results, different waves; see :func:`polar.plan_waves_reference`).
         all_positions: return logits ``[B, T, V]`` for every column instead of ``[B, V]``.
         max_program_length: longest program accepted (default ``4 * D``).
         backend: ``"hf"`` (call each Hugging Face decoder layer on gathered rows), ``"fused"``

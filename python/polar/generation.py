@@ -16,7 +16,7 @@ from .cache import StepKVCache
 from .executor import (PassContext, _check_policy, last_token_index, prefill, prepare_inputs,
                        prepare_waves, resolve_backend, run_waves, token_positions)
 from .programs import Program, pack, validate_programs
-from .schedule import plan_waves
+from .schedule import DEFAULT_POLICY, plan_waves
 
 
 @dataclass
@@ -105,7 +105,7 @@ def select_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top
 def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              eos_token_id: int | Sequence[int] | None = None, stop_strings: Sequence[str] | None = None,
-             seed: int | None = None, policy: str = "lowest",
+             seed: int | None = None, policy: str = DEFAULT_POLICY,
              max_program_length: int | None = None, backend: str = "auto") -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
 

@@ -7,10 +7,12 @@ A program is a non-empty sequence of decoder-layer indices ``(i_1, .., i_K)`` wi
 """
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 
 #: Default upper bound on a program's length, as a multiple of the model depth.
@@ -149,8 +151,8 @@ def pack(programs: Sequence[Sequence[int]]) -> PackedPrograms:
     """Pack programs into CSR int32 arrays (entries must be ints; ranges are checked by
     :func:`validate_programs`)."""
     programs = [p if isinstance(p, Program) else Program(p) for p in programs]
-    lengths = torch.tensor([len(p) for p in programs], dtype=torch.int64)
-    offsets = torch.zeros(len(programs) + 1, dtype=torch.int32)
-    offsets[1:] = torch.cumsum(lengths, 0)
-    flat = [i for p in programs for i in p]
-    return PackedPrograms(offsets, torch.tensor(flat, dtype=torch.int32))
+    lengths = np.fromiter((len(p) for p in programs), dtype=np.int64, count=len(programs))
+    offsets = np.zeros(len(programs) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(programs), dtype=np.int32, count=int(offsets[-1]))
+    return PackedPrograms(torch.from_numpy(offsets), torch.from_numpy(flat))

@@ -7,13 +7,17 @@ order; a wave holds a row at most once; rows inside a wave are sorted.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Iterator
 
 import torch
 
 from .programs import PackedPrograms
 
-POLICIES = ("lowest", "step")
+#: Scheduling policies. ``bound`` (default): greedy on the remaining-waves lower bound;
+#: ``lowest``: lowest needed layer first; ``step``: every row advances one step per round.
+POLICIES = ("bound", "lowest", "step")
+DEFAULT_POLICY = "bound"
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def _check_policy(policy: str) -> None:
         raise ValueError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
 
 
-def plan_waves(packed: PackedPrograms, policy: str = "lowest", num_layers: int | None = None) -> Waves:
+def plan_waves(packed: PackedPrograms, policy: str = DEFAULT_POLICY, num_layers: int | None = None) -> Waves:
     """Plan waves with the compiled scheduler ``polar._C.plan_waves``.
 
     Raises ``ValueError`` for an unknown policy or a layer index outside ``[0, num_layers)``.
@@ -60,10 +64,17 @@ def plan_waves(packed: PackedPrograms, policy: str = "lowest", num_layers: int |
     return Waves(layers, offsets, rows, steps)
 
 
-def plan_waves_reference(programs: list[list[int]], policy: str = "lowest") -> list[tuple[int, list[int], list[int]]]:
+def plan_waves_reference(programs: list[list[int]], policy: str = DEFAULT_POLICY) -> list[tuple[int, list[int], list[int]]]:
     """Plain Python planner with the same semantics as the compiled one (for tests and benchmarks).
 
     Returns a list of ``(layer, rows, steps)`` with rows sorted inside each wave.
+
+    Policies, each wave running one layer with every row whose next layer it is:
+    ``lowest`` picks the lowest such layer. ``bound`` works on a lower bound of the waves still
+    needed, ``sum over layers l of max over rows of (times l remains in the row's program)``:
+    it picks the layer whose wave clears the largest fraction of the rows holding that layer's
+    maximum (at 1 the bound drops), then the layer with most ready rows, then the lowest.
+    ``step`` advances every row one step per round (one wave per distinct layer).
     """
     _check_policy(policy)
     pos = [0] * len(programs)
@@ -75,12 +86,20 @@ def plan_waves_reference(programs: list[list[int]], policy: str = "lowest") -> l
         for r in members:
             pos[r] += 1
 
-    if policy == "lowest":
+    if policy in ("lowest", "bound"):
         while True:
             ready = {r: p[pos[r]] for r, p in enumerate(programs) if pos[r] < len(p)}
             if not ready:
                 return waves
-            layer = min(ready.values())
+            if policy == "lowest":
+                layer = min(ready.values())
+            else:
+                def key(l):
+                    remaining = [p[pos[r]:].count(l) for r, p in enumerate(programs)]
+                    holders = [r for r, k in enumerate(remaining) if k == max(remaining)]
+                    cleared = Fraction(sum(ready.get(r) == l for r in holders), len(holders))
+                    return (-cleared, -sum(1 for x in ready.values() if x == l), l)
+                layer = min(set(ready.values()), key=key)
             emit(layer, [r for r, l in ready.items() if l == layer])
     while True:  # step
         active = [r for r, p in enumerate(programs) if pos[r] < len(p)]
