@@ -113,7 +113,8 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     with ``input_ids`` and ``attention_mask`` (left or right padding), or a tensor of ids.
     Greedy by default; ``do_sample`` draws with ``temperature``/``top_k``/``top_p`` from a
     generator seeded with ``seed``. Rows stop at an EOS id (default: the model's generation
-    config), at a stop string (needs ``tokenizer``) or after ``max_new_tokens``. ``policy`` and
+    config), at a stop string (needs ``tokenizer``; matched in the decoded new text after its
+    leading whitespace; ``texts`` end with it) or after ``max_new_tokens``. ``policy`` and
     ``backend`` are as in :func:`polar.batched_execute`.
 
     Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
@@ -193,12 +194,19 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     return result
 
 
+def stop_end(text: str, stop_strings: Sequence[str]) -> int | None:
+    """End of the first stop string in ``text`` that starts after its leading whitespace (a
+    newline before any content does not stop a row), or ``None``."""
+    lead = len(text) - len(text.lstrip())
+    ends = [i + len(s) for s in stop_strings if (i := text.find(s, lead)) >= 0]
+    return min(ends) if ends else None
+
+
 def _hits_stop(tokenizer, tokens: list[int], stop_strings: list[str]) -> bool:
-    text = tokenizer.decode(tokens, skip_special_tokens=True)
-    return any(s in text for s in stop_strings)
+    return stop_end(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings) is not None
 
 
 def _text(tokenizer, tokens: list[int], stop_strings: list[str]) -> str:
     text = tokenizer.decode(tokens, skip_special_tokens=True)
-    cut = [text.index(s) + len(s) for s in stop_strings if s in text]
-    return text[: min(cut)] if cut else text
+    end = stop_end(text, stop_strings)
+    return text if end is None else text[:end]
