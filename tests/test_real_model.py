@@ -15,7 +15,7 @@ PROMPTS = ["What is 2 + 3?", "Name a colour.", "Q: What is 7 + 1?\nA:", "The cap
 
 @pytest.fixture(scope="module")
 def smollm2():
-    if not (models.default_model_dir() / "polar_complete.txt").is_file():
+    if not models.is_default_cached():
         pytest.skip(f"converted default model not cached in {models.default_model_dir()} (run polar.load_default())")
     return models.load_default()
 

