@@ -149,10 +149,15 @@ class PackedPrograms:
 
 def pack(programs: Sequence[Sequence[int]]) -> PackedPrograms:
     """Pack programs into CSR int32 arrays (entries must be ints; ranges are checked by
-    :func:`validate_programs`)."""
-    programs = [p if isinstance(p, Program) else Program(p) for p in programs]
+    :func:`validate_programs`). Raises ``TypeError`` for a non-integer entry."""
     lengths = np.fromiter((len(p) for p in programs), dtype=np.int64, count=len(programs))
     offsets = np.zeros(len(programs) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(programs), dtype=np.int32, count=int(offsets[-1]))
+    if all(isinstance(p, Program) for p in programs):  # already checked entry by entry
+        flat = np.fromiter(itertools.chain.from_iterable(programs), dtype=np.int32, count=int(offsets[-1]))
+    else:
+        flat = np.asarray(list(itertools.chain.from_iterable(programs)))
+        if flat.size and flat.dtype.kind not in "iu":  # bools, floats, tensors: the per-entry check says which
+            flat = np.fromiter((_as_int(x) for x in flat.tolist()), dtype=np.int64, count=flat.size)
+        flat = flat.astype(np.int32).reshape(-1)
     return PackedPrograms(torch.from_numpy(offsets), torch.from_numpy(flat))

@@ -1,0 +1,89 @@
+"""Execution variants the benchmarks compare with ``polar.batched_execute`` / ``polar.generate``.
+
+- :func:`fixed_forward`: the model's own fixed-depth forward of the whole batch (the throughput
+  ceiling: dense, every row runs every layer once).
+- :func:`padded_execute`: every row runs every position of one common supersequence of the
+  batch's programs, and keeps the new state only where its program uses that position
+  (``torch.where``): no gather/scatter, but ``B * len(supersequence)`` row-layers of work.
+- :func:`one_at_a_time_execute` / :func:`one_at_a_time_generate`: each row alone through its own
+  program (the reference implementation's approach).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+import polar
+
+from programs import row_inputs
+from supersequence import embed
+
+
+def _causal_bias(mask: torch.Tensor, positions: torch.Tensor, window: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask ``[B, 1, T, T]``: a query sees real keys at columns <= its own (and itself)."""
+    T = mask.shape[1]
+    cols = torch.arange(T)
+    allowed = mask.bool()[:, None, :] & (cols[None, None, :] <= cols[None, :, None])
+    if window is not None:
+        allowed &= (positions[:, :, None] - positions[:, None, :]) < window
+    allowed |= torch.eye(T, dtype=torch.bool)[None]
+    bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return bias[:, None]
+
+
+@torch.inference_mode()
+def fixed_forward(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """HF forward of the batch, last-position logits only (``logits_to_keep=1``, no cache), as
+    ``batched_execute`` computes them: ``[B, V]``."""
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                use_cache=False, logits_to_keep=1)
+    return out.logits[:, -1]
+
+
+@torch.inference_mode()
+def padded_execute(model, programs: Sequence[Sequence[int]], inputs: dict[str, torch.Tensor],
+                   supersequence: Sequence[int]) -> torch.Tensor:
+    """Last-token logits ``[B, V]``; row ``r`` effectively runs ``programs[r]``.
+
+    Every supersequence position runs its layer on all rows (dense, no gather); rows whose
+    program does not use the position discard the output.
+    """
+    adapter = polar.get_adapter(model)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    use = torch.from_numpy(embed(programs, supersequence))  # [J, B]
+    hidden = adapter.embed(ids)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
+    cos, sin = adapter.rotary(hidden, pos)
+    biases: dict = {}
+    for j, layer_idx in enumerate(supersequence):
+        window = adapter.sliding_windows[layer_idx]
+        if window not in biases:
+            biases[window] = _causal_bias(mask, pos, window, hidden.dtype)
+        out = adapter.layers[layer_idx](hidden, attention_mask=biases[window], position_ids=pos,
+                                        position_embeddings=(cos, sin))
+        out = out[0] if isinstance(out, tuple) else out
+        keep = use[j]
+        hidden = out if bool(keep.all()) else torch.where(keep[:, None, None], out, hidden)
+    last = torch.where(mask.bool(), torch.arange(mask.shape[1]), -1).max(-1).values
+    return adapter.logits(hidden[torch.arange(hidden.shape[0]), last])
+
+
+def one_at_a_time_execute(model, programs: Sequence[Sequence[int]], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``polar.batched_execute`` on each row alone with its own program: ``[B, V]``."""
+    return torch.cat([polar.batched_execute(model, [p], row_inputs(inputs, r)).logits
+                      for r, p in enumerate(programs)])
+
+
+def one_at_a_time_generate(model, programs: Sequence[Sequence[int]], inputs: dict[str, torch.Tensor],
+                           max_new_tokens: int) -> list[polar.GenerationResult]:
+    """``polar.generate`` on each row alone (greedy, no EOS)."""
+    return [polar.generate(model, None, row_inputs(inputs, r), [p], max_new_tokens, eos_token_id=[])
+            for r, p in enumerate(programs)]
+
+
+@torch.inference_mode()
+def fixed_generate(model, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
+    """HF ``generate`` of the batch, greedy, exactly ``max_new_tokens`` new tokens per row."""
+    return model.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                          do_sample=False, pad_token_id=0)
