@@ -246,7 +246,7 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
     """Run row ``r`` of ``inputs`` through ``programs[r]`` and return its logits.
 
     Args:
-        model: a supported Hugging Face causal LM (Llama, Mistral, Qwen2, Qwen3, Qwen2-MoE).
+        model: a supported Hugging Face causal LM (Llama, Mistral, Qwen2, Qwen3, Qwen2-MoE, Qwen3-MoE).
         programs: ``B`` programs (sequences of layer indices), or one :class:`Program` for all rows.
         inputs: ``BatchEncoding``/dict with ``input_ids`` ``[B, T]`` and ``attention_mask`` (left or
             right padding), or a tensor of ids.

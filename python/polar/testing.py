@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "qwen2_moe")
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe")
 
 
 def tiny_config(arch: str, num_layers: int = 6, vocab_size: int = 128, hidden_size: int = 64,
@@ -26,6 +26,9 @@ def tiny_config(arch: str, num_layers: int = 6, vocab_size: int = 128, hidden_si
     elif arch == "qwen2_moe":  # sparse MLP with shared expert
         cfg = tf.Qwen2MoeConfig(**common, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                                 shared_expert_intermediate_size=48, decoder_sparse_step=1)
+    elif arch == "qwen3_moe":  # q/k norms + sparse MLP
+        cfg = tf.Qwen3MoeConfig(**common, head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                decoder_sparse_step=1)
     else:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
     for k, v in overrides.items():
