@@ -16,7 +16,7 @@ import torch
 from .adapters import ModelAdapter, get_adapter
 from .cache import StepKVCache
 from .programs import PackedPrograms, Program, pack, validate_programs
-from .schedule import DEFAULT_POLICY, POLICIES, Waves, plan_waves
+from .schedule import DEFAULT_POLICY, Waves, check_policy, plan_waves
 
 
 @dataclass
@@ -218,15 +218,11 @@ def _run_waves_fused(adapter, hidden, waves, ctx, cache, start_col):
     return hidden
 
 
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Column of each row's last real token: ``[B]``."""
+def last_token_states(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``hidden`` ``[B, T, d]`` at each row's last real token (left or right padding): ``[B, d]``."""
     cols = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return torch.where(attention_mask.bool(), cols, -1).max(-1).values
-
-
-def _check_policy(policy: str) -> None:
-    if policy not in POLICIES:
-        raise ValueError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
+    last = torch.where(attention_mask.bool(), cols, -1).max(-1).values
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 def prefill(adapter: ModelAdapter, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -263,7 +259,7 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
         UnsupportedModelError: the model's architecture is not supported.
     """
     adapter = get_adapter(model)
-    _check_policy(policy)
+    check_policy(policy)
     backend = resolve_backend(backend, adapter.device)
     input_ids, attention_mask = prepare_inputs(inputs, adapter.vocab_size, adapter.device)
     progs = validate_programs(programs, input_ids.shape[0], adapter.num_layers, max_program_length)
@@ -271,11 +267,7 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
     waves = plan_waves(packed, policy, adapter.num_layers)
     steps = prepare_waves(waves, len(progs), adapter.device)
     hidden = prefill(adapter, input_ids, attention_mask, steps, backend=backend)
-    if all_positions:
-        logits = adapter.logits(hidden)
-    else:
-        last = last_token_index(attention_mask)
-        logits = adapter.logits(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+    logits = adapter.logits(hidden if all_positions else last_token_states(hidden, attention_mask))
     return ExecutionResult(
         logits=logits,
         executed_layers=[len(p) for p in progs],

@@ -13,10 +13,10 @@ import torch
 
 from .adapters import get_adapter
 from .cache import StepKVCache
-from .executor import (PassContext, _check_policy, last_token_index, prefill, prepare_inputs,
-                       prepare_waves, resolve_backend, run_waves, token_positions)
+from .executor import (PassContext, last_token_states, prefill, prepare_inputs, prepare_waves,
+                       resolve_backend, run_waves, token_positions)
 from .programs import Program, pack, validate_programs
-from .schedule import DEFAULT_POLICY, plan_waves
+from .schedule import DEFAULT_POLICY, check_policy, plan_waves
 
 
 @dataclass
@@ -120,7 +120,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
     """
     adapter = get_adapter(model)
-    _check_policy(policy)
+    check_policy(policy)
     backend = resolve_backend(backend, adapter.device)
     _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k)
     stop_strings = list(stop_strings or [])
@@ -146,7 +146,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     waves = plan_waves(packed, policy, adapter.num_layers)
     hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), cache,
                      backend=backend)
-    logits = adapter.logits(hidden[torch.arange(B, device=device), last_token_index(attention_mask)])
+    logits = adapter.logits(last_token_states(hidden, attention_mask))
     result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
                               executed_layers=[len(p) for p in progs],
                               unique_layers=[p.unique_layers for p in progs], programs=progs,

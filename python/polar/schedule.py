@@ -46,7 +46,8 @@ class Waves:
         return [(l, r.tolist(), s.tolist()) for l, r, s in self]
 
 
-def _check_policy(policy: str) -> None:
+def check_policy(policy: str) -> None:
+    """Raise ``ValueError`` unless ``policy`` is one of :data:`POLICIES`."""
     if policy not in POLICIES:
         raise ValueError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
 
@@ -56,7 +57,7 @@ def plan_waves(packed: PackedPrograms, policy: str = DEFAULT_POLICY, num_layers:
 
     Raises ``ValueError`` for an unknown policy or a layer index outside ``[0, num_layers)``.
     """
-    _check_policy(policy)
+    check_policy(policy)
     from . import _C
 
     layers, offsets, rows, steps = _C.plan_waves(packed.offsets, packed.layers, policy,
@@ -76,7 +77,7 @@ def plan_waves_reference(programs: list[list[int]], policy: str = DEFAULT_POLICY
     maximum (at 1 the bound drops), then the layer with most ready rows, then the lowest.
     ``step`` advances every row one step per round (one wave per distinct layer).
     """
-    _check_policy(policy)
+    check_policy(policy)
     pos = [0] * len(programs)
     waves: list[tuple[int, list[int], list[int]]] = []
 
