@@ -140,44 +140,46 @@ void plan_step(const int32_t* offsets, int64_t batch, const int32_t* layers, int
   }
 }
 
-// `bound`: greedy on a lower bound of the waves still needed. With occ[r][l] the number of
+// `bound`: greedy on a lower bound of the waves still needed. With occ(r, l) the number of
 // times row r still has to run layer l, every schedule needs at least
-// LB = sum_l max_r occ[r][l] more waves. Running layer c (with every row whose next layer is c)
+// LB = sum_l max_r occ(r, l) more waves. Running layer c (with every row whose next layer is c)
 // clears the fraction ready_at_max(c) / holders_of_max(c) of the rows that hold layer c's
 // maximum; at 1 the wave lowers LB. Each wave picks the candidate with the largest fraction,
 // then the most rows, then the lowest index. For ascending (skip-only) programs the lowest
 // candidate always has fraction 1, so the waves equal the number of distinct layers used, as
-// with `lowest`. ready_at_max[l] (rows waiting for l that hold l's maximum) is kept up to
-// date as rows move between buckets, so a wave costs O(D + rows in the wave).
+// with `lowest`.
+//
+// occ is never stored as a B x D table: rem[i] is how often layers[i] occurs in its row from
+// entry i on, so a row at entry i has occ(r, layers[i]) = rem[i]. ready_at_max[l] (rows waiting
+// for l that hold l's maximum) is kept up to date as rows move, so a wave costs O(D + its rows)
+// and memory is O(N + D * longest program).
 void plan_bound(const int32_t* offsets, int64_t batch, const int32_t* layers, int32_t n_distinct,
                 Waves& out) {
   WaveEmitter emitter(out, batch);
   const int64_t D = n_distinct;
+  const int64_t N = offsets[batch];
   std::vector<std::vector<int32_t>> bucket(D);
-  std::vector<int32_t> pos(batch, 0), occ(batch * D, 0), max_occ(D, 0), cur;
+  std::vector<int32_t> pos(batch, 0), max_occ(D, 0), rem(N), seen(D, 0), cur;
   int32_t max_len = 0;
-  int64_t remaining = 0;
-  for (int64_t r = 0; r < batch; ++r) {
-    const int32_t len = offsets[r + 1] - offsets[r];
-    max_len = std::max(max_len, len);
-    remaining += len;
-    for (int32_t i = offsets[r]; i < offsets[r + 1]; ++i) ++occ[r * D + layers[i]];
-    if (len > 0) bucket[layers[offsets[r]]].push_back(static_cast<int32_t>(r));
-  }
-  // at_count[l * K + k]: rows whose remaining count of layer l is k (k >= 1).
+  for (int64_t r = 0; r < batch; ++r) max_len = std::max(max_len, offsets[r + 1] - offsets[r]);
   const int64_t K = max_len + 1;
+  // at_count[l * K + k]: rows whose remaining count of layer l is k (k >= 1).
   std::vector<int32_t> at_count(D * K, 0);
-  for (int64_t r = 0; r < batch; ++r)
-    for (int64_t l = 0; l < D; ++l) {
-      const int32_t k = occ[r * D + l];
-      if (k > 0) {
-        ++at_count[l * K + k];
-        max_occ[l] = std::max(max_occ[l], k);
-      }
+  for (int64_t r = 0; r < batch; ++r) {
+    for (int32_t i = offsets[r + 1] - 1; i >= offsets[r]; --i) rem[i] = ++seen[layers[i]];
+    for (int32_t i = offsets[r]; i < offsets[r + 1]; ++i) {
+      const int32_t l = layers[i];
+      if (seen[l] == 0) continue;  // counted at the row's first entry of l
+      ++at_count[l * K + seen[l]];
+      max_occ[l] = std::max(max_occ[l], seen[l]);
+      seen[l] = 0;
     }
+    if (offsets[r + 1] > offsets[r]) bucket[layers[offsets[r]]].push_back(static_cast<int32_t>(r));
+  }
   std::vector<int32_t> ready_at_max(D, 0);
   for (int64_t l = 0; l < D; ++l)
-    for (int32_t r : bucket[l]) ready_at_max[l] += occ[r * D + l] == max_occ[l];
+    for (int32_t r : bucket[l]) ready_at_max[l] += rem[offsets[r]] == max_occ[l];
+  int64_t remaining = N;
   while (remaining > 0) {
     int32_t best = -1;
     int64_t best_ready = 0, best_holders = 1;
@@ -199,20 +201,19 @@ void plan_bound(const int32_t* offsets, int64_t batch, const int32_t* layers, in
     cur.clear();
     cur.swap(bucket[best]);
     ready_at_max[best] = 0;
+    for (int32_t r : cur) {  // occ(r, best) drops by one for every row of the wave
+      const int32_t k = rem[offsets[r] + pos[r]];
+      --at_count[best * K + k];
+      if (k > 1) ++at_count[best * K + k - 1];
+    }
     emitter.emit(best, cur, pos);
     remaining -= static_cast<int64_t>(cur.size());
-    for (int32_t r : cur) {  // occ of `best` drops for these rows, then they move on
-      int32_t& k = occ[r * D + best];
-      --at_count[best * K + k];
-      --k;
-      if (k > 0) ++at_count[best * K + k];
-    }
     while (max_occ[best] > 0 && at_count[best * K + max_occ[best]] == 0) --max_occ[best];
     for (int32_t r : cur) {
-      if (offsets[r] + pos[r] == offsets[r + 1]) continue;
-      const int32_t next = layers[offsets[r] + pos[r]];
-      bucket[next].push_back(r);
-      ready_at_max[next] += occ[r * D + next] == max_occ[next];
+      const int32_t i = offsets[r] + pos[r];
+      if (i == offsets[r + 1]) continue;
+      bucket[layers[i]].push_back(r);
+      ready_at_max[layers[i]] += rem[i] == max_occ[layers[i]];
     }
   }
 }
