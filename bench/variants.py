@@ -15,21 +15,10 @@ from typing import Sequence
 import torch
 
 import polar
+from polar.executor import PassContext, last_token_states, token_positions
 
 from programs import row_inputs
 from supersequence import embed
-
-
-def _causal_bias(mask: torch.Tensor, positions: torch.Tensor, window: int | None, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask ``[B, 1, T, T]``: a query sees real keys at columns <= its own (and itself)."""
-    T = mask.shape[1]
-    cols = torch.arange(T)
-    allowed = mask.bool()[:, None, :] & (cols[None, None, :] <= cols[None, :, None])
-    if window is not None:
-        allowed &= (positions[:, :, None] - positions[:, None, :]) < window
-    allowed |= torch.eye(T, dtype=torch.bool)[None]
-    bias = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    return bias[:, None]
 
 
 @torch.inference_mode()
@@ -53,20 +42,15 @@ def padded_execute(model, programs: Sequence[Sequence[int]], inputs: dict[str, t
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     use = torch.from_numpy(embed(programs, supersequence))  # [J, B]
     hidden = adapter.embed(ids)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
-    cos, sin = adapter.rotary(hidden, pos)
-    biases: dict = {}
+    pos = token_positions(mask)  # positions count real tokens only
+    ctx = PassContext(adapter, hidden, mask.bool(), pos, torch.arange(ids.shape[1]), pos)
     for j, layer_idx in enumerate(supersequence):
-        window = adapter.sliding_windows[layer_idx]
-        if window not in biases:
-            biases[window] = _causal_bias(mask, pos, window, hidden.dtype)
-        out = adapter.layers[layer_idx](hidden, attention_mask=biases[window], position_ids=pos,
-                                        position_embeddings=(cos, sin))
+        out = adapter.layers[layer_idx](hidden, attention_mask=ctx.bias(layer_idx), position_ids=pos,
+                                        position_embeddings=(ctx.cos, ctx.sin))
         out = out[0] if isinstance(out, tuple) else out
         keep = use[j]
         hidden = out if bool(keep.all()) else torch.where(keep[:, None, None], out, hidden)
-    last = torch.where(mask.bool(), torch.arange(mask.shape[1]), -1).max(-1).values
-    return adapter.logits(hidden[torch.arange(hidden.shape[0]), last])
+    return adapter.logits(last_token_states(hidden, mask))
 
 
 def one_at_a_time_execute(model, programs: Sequence[Sequence[int]], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
