@@ -20,6 +20,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).parent))
 
 import polar  # noqa: E402
+from polar.runtime.schedule import DEFAULT_POLICY  # noqa: E402
 from common import NEW_TOKENS, Models, get_batch  # noqa: E402
 from variants import fixed_forward, fixed_generate  # noqa: E402
 
@@ -37,7 +38,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny", choices=["tiny", "smollm2"])
     ap.add_argument("--B", type=int, default=32)
     ap.add_argument("--what", default="decode", choices=["decode", "prefill", "hf_decode", "hf_prefill"])
-    ap.add_argument("--policy", default="lowest")
+    ap.add_argument("--policy", default=DEFAULT_POLICY)
     ap.add_argument("--new", type=int, default=NEW_TOKENS)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()

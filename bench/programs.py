@@ -1,6 +1,6 @@
 """Benchmark batches: programs drawn from the PoLar segment space (DESIGN.md section 2) and prompts.
 
-Programs come from :func:`polar.compact.random_compact` (segments of at most ``k_max = 4``
+Programs come from :func:`polar.programs.random_compact` (segments of at most ``k_max = 4``
 layers, each skipped, kept or repeated), redrawn until the length lies in
 ``[0.7 D, 1.2 D]``, so a batch mixes shorter-than-full, about-full and longer-than-full programs.
 """
@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from polar.compact import random_compact
+from polar.programs.compact import random_compact
 
 MIN_LENGTH_FACTOR = 0.7
 MAX_LENGTH_FACTOR = 1.2

@@ -44,7 +44,7 @@ def test_prefill(benchmark, models, model_name, B, variant):
         fn, row_layers = (lambda: fixed_forward(model, inputs)), B * D
     elif variant == "fixed_polar":
         fn, row_layers = (lambda: polar.batched_execute(model, polar.full(D), inputs).logits), B * D
-    elif variant in polar.schedule.POLICIES:
+    elif variant in polar.runtime.POLICIES:
         pk = polar.pack(progs)
         info["waves"] = polar.plan_waves(pk, variant).num_waves
         fn, row_layers = (lambda: polar.batched_execute(model, progs, inputs, policy=variant).logits), batch.program_steps

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 import polar
-from polar.executor import PassContext, last_token_states, token_positions
+from polar.runtime.masks import PassContext, last_token_states, token_positions
 
 from programs import row_inputs
 from supersequence import embed
@@ -45,9 +45,7 @@ def padded_execute(model, programs: Sequence[Sequence[int]], inputs: dict[str, t
     pos = token_positions(mask)  # positions count real tokens only
     ctx = PassContext(adapter, hidden, mask.bool(), pos, torch.arange(ids.shape[1]), pos)
     for j, layer_idx in enumerate(supersequence):
-        out = adapter.layers[layer_idx](hidden, attention_mask=ctx.bias(layer_idx), position_ids=pos,
-                                        position_embeddings=(ctx.cos, ctx.sin))
-        out = out[0] if isinstance(out, tuple) else out
+        out = adapter.call_layer(layer_idx, hidden, ctx.bias(layer_idx), pos, (ctx.cos, ctx.sin), None)
         keep = use[j]
         hidden = out if bool(keep.all()) else torch.where(keep[:, None, None], out, hidden)
     return adapter.logits(last_token_states(hidden, mask))

@@ -39,8 +39,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor, torch::Tensor> plan_wave
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "polar compiled wave scheduler";
   m.def("plan_waves", &plan_waves, pybind11::arg("offsets"), pybind11::arg("layers"),
-        pybind11::arg("policy") = "lowest", pybind11::arg("num_layers") = -1,
-        "Plan waves for CSR-packed programs whose layer indices lie in [0, num_layers) "
+        pybind11::arg("policy"), pybind11::arg("num_layers") = -1,
+        "Plan waves (policy: bound, lowest or step; polar.runtime.schedule.DEFAULT_POLICY is the default) for CSR-packed programs whose layer indices lie in [0, num_layers) "
         "(num_layers < 0: [0, 65536)). Returns int32 tensors "
         "(wave_layers[W], wave_offsets[W+1], rows[N], steps[N]). Raises ValueError on bad input.");
 }

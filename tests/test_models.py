@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from polar import models
+from polar.tasks import synthetic
 
 
 def make_tokenizer():
@@ -107,21 +108,22 @@ def test_real_default_model_when_cached():
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
 
 
-def test_cli_accuracy_writes_and_resumes(tmp_path, monkeypatch):
+def test_cli_accuracy_writes_and_resumes(tmp_path, monkeypatch, capsys):
     """`polar accuracy` on a tiny local model: per-problem JSONL, summary, and resume by id."""
     import json
 
     from polar import cli
+    from polar.evaluation import accuracy
 
     save_tiny_model(tmp_path / "tiny")
     calls = []
-    real = cli.generate_texts
+    real = accuracy.generate_texts
 
     def counting(model, tokenizer, prompts, max_new_tokens, stop=()):
         calls.append(len(prompts))
         return real(model, tokenizer, prompts, max_new_tokens, stop)
 
-    monkeypatch.setattr(cli, "generate_texts", counting)
+    monkeypatch.setattr(accuracy, "generate_texts", counting)
     out = tmp_path / "run" / "results.json"
     argv = ["accuracy", "--model", str(tmp_path / "tiny"), "--data", "synthetic:4:5", "--batch-size", "2",
             "--max-new-tokens", "3", "--out", str(out)]
@@ -134,6 +136,8 @@ def test_cli_accuracy_writes_and_resumes(tmp_path, monkeypatch):
     summary = json.loads(out.read_text())
     assert summary["n"] == 5 and summary["prompt_style"] == "fewshot" and 0 <= summary["accuracy"] <= 1
     ids = [json.loads(line)["id"] for line in out.with_suffix(".jsonl").read_text().splitlines()]
-    assert sorted(ids) == sorted(p.id for p in __import__("polar.data").data.synthetic(4, 5))
-    with pytest.raises(SystemExit, match="prompt_style"):
-        cli.main(argv + ["--prompt-style", "direct"])
+    assert sorted(ids) == sorted(p.id for p in synthetic(4, 5))
+    capsys.readouterr()
+    assert cli.main(argv + ["--prompt-style", "direct"]) == 2  # other settings: refused in one line
+    err = capsys.readouterr().err.strip()
+    assert "prompt_style" in err and len(err.splitlines()) == 1 and "Traceback" not in err

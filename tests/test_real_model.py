@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import polar
+import polar.runtime.generation
 from polar import models
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def test_identity_generation_matches_hf_generate(smollm2):
     ours = polar.generate(model, tok, batch, polar.full(30), max_new_tokens=12)
     with torch.inference_mode():
         hf = model.generate(**batch, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
-    eos = set(polar.generation._eos_ids(model, tok, None))
+    eos = set(polar.runtime.generation._eos_ids(model, tok, None))
     for r in range(len(PROMPTS)):
         expected = hf[r, batch["input_ids"].shape[1]:].tolist()
         stop = next((i for i, t in enumerate(expected) if t in eos), None)

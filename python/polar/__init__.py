@@ -1,16 +1,18 @@
-"""polar: run frozen pretrained LLMs with per-input programs of layers (skip and loop layers)."""
-from .adapters import SUPPORTED_MODEL_TYPES, UnsupportedModelError, get_adapter
-from .cache import StepKVCache
-from .compact import CompactProgram, NotInSpaceError, Op, build, in_space, parse, random_compact, segments
-from .data import Problem, load as load_problems, load_supervision, resolve as resolve_data, synthetic
-from .executor import ExecutionResult, batched_execute
-from .generation import GenerationResult, generate
-from .grading import extract_answer, is_correct
+"""polar: run frozen pretrained LLMs with per-input programs of layers (skip and loop layers).
+
+Stages, each importing only earlier ones (DESIGN.md section 3; enforced by import-linter):
+``programs`` < ``runtime`` < ``tasks`` < ``search`` < ``predictor`` < ``evaluation`` < ``cli``.
+This module re-exports the everyday names of the first three; ``polar.search``,
+``polar.predictor`` and ``polar.evaluation`` are imported when used.
+"""
 from .models import load_default, load_model
-from .prompts import PROMPT_STYLES, build_prompt
-from .programs import PackedPrograms, Program, full, pack, validate_program, validate_programs
-from .reference import reference_forward, reference_generate
-from .schedule import Waves, plan_waves, plan_waves_reference
+from .programs import (CompactProgram, NotInSpaceError, Op, Program, build, full, in_space, parse, random_compact,
+                       segments, validate_program, validate_programs)
+from .runtime import (SUPPORTED_MODEL_TYPES, ExecutionResult, GenerationResult, PackedPrograms, StepKVCache,
+                      UnsupportedModelError, Waves, batched_execute, generate, get_adapter, pack, plan_waves,
+                      plan_waves_reference, reference_forward, reference_generate)
+from .tasks import (PROMPT_STYLES, Problem, build_prompt, extract_answer, is_correct, load as load_problems,
+                    load_supervision, resolve as resolve_data, synthetic)
 
 __all__ = [
     "CompactProgram", "NotInSpaceError", "Op", "build", "in_space", "parse", "random_compact", "segments",

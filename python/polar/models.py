@@ -15,6 +15,7 @@ Layout::
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -42,8 +43,11 @@ SMOLLM2_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+logger = logging.getLogger(__name__)
+
+
 def _log(message: str) -> None:
-    print(f"[polar.models] {message}", file=sys.stderr, flush=True)
+    logger.info(message)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""Prompts: how a :class:`polar.data.Problem` becomes the text the model continues.
+"""Prompts: how a :class:`Problem` becomes the text the model continues.
 
 Two styles (``PROMPT_STYLES``); the style is a parameter recorded with every result:
 
@@ -13,10 +13,7 @@ Two styles (``PROMPT_STYLES``); the style is a parameter recorded with every res
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # pragma: no cover
-    from polar.data import Problem
+from .problem import Problem
 
 PROMPT_STYLES: tuple[str, ...] = ("fewshot", "direct")
 DEFAULT_PROMPT_STYLE = "fewshot"
@@ -41,7 +38,7 @@ DIRECT_INSTRUCTION_CHOICES = (
 CHOICE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
-def format_question(problem: "Problem") -> str:
+def format_question(problem: Problem) -> str:
     """The problem's question, followed by its lettered options for a multiple-choice problem."""
     text = problem.question.strip()
     if problem.choices:
@@ -52,7 +49,7 @@ def format_question(problem: "Problem") -> str:
     return text
 
 
-def fewshot_prompt(problem: "Problem") -> str:
+def fewshot_prompt(problem: Problem) -> str:
     """Plain-text four-shot prompt ending in the answer prefix (``...\\nA:``)."""
     shots = "".join(f"{QUESTION_PREFIX} {q}\n{ANSWER_PREFIX} {a}\n\n" for q, a in FEWSHOT_EXAMPLES)
     # Newlines inside a question would look like the end of the shot: keep the question on its lines
@@ -60,7 +57,7 @@ def fewshot_prompt(problem: "Problem") -> str:
     return f"{shots}{QUESTION_PREFIX} {format_question(problem)}\n{ANSWER_PREFIX}"
 
 
-def direct_prompt(problem: "Problem", tokenizer=None) -> str:
+def direct_prompt(problem: Problem, tokenizer=None) -> str:
     """The direct prompt: question + instruction; chat template applied when the tokenizer has one."""
     instruction = DIRECT_INSTRUCTION_CHOICES if problem.choices else DIRECT_INSTRUCTION
     content = f"{format_question(problem)}\n{instruction}"
@@ -71,7 +68,7 @@ def direct_prompt(problem: "Problem", tokenizer=None) -> str:
     return f"{content}\n"
 
 
-def build_prompt(problem: "Problem", style: str = DEFAULT_PROMPT_STYLE, tokenizer=None) -> str:
+def build_prompt(problem: Problem, style: str = DEFAULT_PROMPT_STYLE, tokenizer=None) -> str:
     """The prompt text for ``problem`` in ``style`` (one of ``PROMPT_STYLES``).
 
     ``tokenizer`` is used only by ``"direct"`` (its chat template). Raises ``ValueError`` for an

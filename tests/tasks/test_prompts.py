@@ -1,8 +1,8 @@
 import pytest
 
-from polar.data import Problem
-from polar.grading import extract_answer, is_correct
-from polar.prompts import ANSWER_PREFIX, FEWSHOT_EXAMPLES, PROMPT_STYLES, build_prompt, stop_strings
+from polar.tasks.problem import Problem
+from polar.tasks.grading import extract_answer, is_correct
+from polar.tasks.prompts import ANSWER_PREFIX, FEWSHOT_EXAMPLES, PROMPT_STYLES, build_prompt, stop_strings
 
 P = Problem(id="p", question="What is 3 + 4?", answer="7", source="test")
 MC = Problem(id="m", question="Pick one.", answer="B", source="test", choices=["red", "blue", "green"])

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from polar import _C
-from polar.compact import random_compact
-from polar.programs import pack
-from polar.schedule import POLICIES, Waves, plan_waves, plan_waves_reference
+from polar.programs.compact import random_compact
+from polar.runtime.packing import pack
+from polar.runtime.schedule import POLICIES, Waves, plan_waves, plan_waves_reference
 
 SETTINGS = settings(max_examples=150, deadline=None)
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from polar import data
-from polar.data import LoadReport, Problem, load, load_supervision, resolve, synthetic
-from polar.grading import parse_number
+from polar.tasks import levels as synthetic_module
+from polar.tasks import LoadReport, Problem, load, load_supervision, resolve, synthetic
+from polar.tasks.answers import parse_number
 
 SHARED = Path(__file__).parents[1].parent / "shared" / "data"
 
@@ -198,7 +198,7 @@ def test_resolve(tmp_path):
 
 
 def test_synthetic_deterministic_and_valid():
-    for level, (_, _, space) in data.SYNTHETIC_LEVELS.items():
+    for level, (_, _, space) in synthetic_module.SYNTHETIC_LEVELS.items():
         a = synthetic(level, 50, split="test", seed=1)
         assert a == synthetic(level, 50, split="test", seed=1)
         assert a != synthetic(level, 50, split="test", seed=2)
@@ -211,13 +211,13 @@ def test_synthetic_deterministic_and_valid():
         for p in a:
             expr = re.fullmatch(r"What is ([\d +]+)\?", p.question).group(1)
             assert int(p.answer) == sum(int(t) for t in expr.split(" + "))
-            assert p.level == level and data.split_of(expr) == "test"
+            assert p.level == level and synthetic_module.split_of(expr) == "test"
 
 
 def test_synthetic_splits_disjoint():
-    for level in data.SYNTHETIC_LEVELS:
+    for level in synthetic_module.SYNTHETIC_LEVELS:
         seen = {}
-        for split in data.SPLITS:
+        for split in synthetic_module.SPLITS:
             n = 300 if split == "train" else 100
             questions = set()
             for seed in (0, 1):

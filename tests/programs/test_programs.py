@@ -6,7 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from polar.programs import PackedPrograms, Program, full, pack, validate_program, validate_programs
+from polar.programs import Program, full, validate_program, validate_programs
+from polar.runtime.packing import PackedPrograms, pack
 
 SETTINGS = settings(max_examples=100, deadline=None)
 

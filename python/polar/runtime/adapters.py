@@ -6,7 +6,10 @@ the Llama family (Llama, Mistral, Qwen2, Qwen3 with q/k norms, Qwen2-MoE, Qwen3-
 """
 from __future__ import annotations
 
+import inspect
+import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -48,6 +51,12 @@ class ModelAdapter:
     head_dim: int
     vocab_size: int
     sliding_windows: tuple[int | None, ...]
+    #: keyword under which this Transformers version's decoder layers/attention take the cache
+    #: (``cache`` since 5.x; ``past_key_values`` / ``past_key_value`` before).
+    cache_kwarg: str
+    attn_cache_kwarg: str
+    #: the family's RoPE function ``(q, k, cos, sin) -> (q, k)`` (``[n, H, T, hd]`` each).
+    apply_rotary_fn: Callable
 
     @property
     def device(self) -> torch.device:
@@ -64,6 +73,37 @@ class ModelAdapter:
     def rotary(self, hidden: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cos, sin)``, each ``[B, T, head_dim]``, for ``position_ids`` ``[B, T]``."""
         return self.rotary_emb(hidden, position_ids)
+
+    def qkv(self, attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected, q/k-normed (Qwen3) and rotated-ready ``q, k, v`` of normed ``x`` ``[n, T, d]``:
+        ``q`` ``[n, H, T, hd]``, ``k``/``v`` ``[n, H_kv, T, hd]`` (RoPE not yet applied)."""
+        n, T, hd = x.shape[0], x.shape[1], self.head_dim
+        q = attn.q_proj(x).view(n, T, -1, hd)                         # [n, T, H, hd]
+        k = attn.k_proj(x).view(n, T, -1, hd)                         # [n, T, H_kv, hd]
+        v = attn.v_proj(x).view(n, T, -1, hd)                         # [n, T, H_kv, hd]
+        if getattr(attn, "q_norm", None) is not None:                 # Qwen3: per-head RMSNorm on q, k
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def rope(self, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Apply the family's rotary embedding to ``q``/``k`` ``[n, H, T, hd]``."""
+        return self.apply_rotary_fn(q, k, cos, sin)
+
+    def call_layer(self, layer_idx: int, hidden: torch.Tensor, bias: torch.Tensor | None,
+                   position_ids: torch.Tensor, position_embeddings, cache) -> torch.Tensor:
+        """Hugging Face decoder layer ``layer_idx`` on ``hidden`` ``[n, T, d]`` with our mask, positions
+        and cache object (or ``None``); returns ``[n, T, d]``."""
+        out = self.layers[layer_idx](hidden, attention_mask=bias, position_ids=position_ids,
+                                     use_cache=cache is not None, position_embeddings=position_embeddings,
+                                     **{self.cache_kwarg: cache})
+        return out[0] if isinstance(out, tuple) else out
+
+    def call_attention(self, layer_idx: int, x: torch.Tensor, bias: torch.Tensor | None, position_ids: torch.Tensor,
+                       position_embeddings, cache) -> torch.Tensor:
+        """Hugging Face attention of layer ``layer_idx`` on normed ``x`` ``[n, T, d]``; returns ``[n, T, d]``."""
+        return self.layers[layer_idx].self_attn(hidden_states=x, position_embeddings=position_embeddings,
+                                                attention_mask=bias, position_ids=position_ids,
+                                                **{self.attn_cache_kwarg: cache})[0]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head: ``[..., d]`` -> ``[..., V]``."""
@@ -82,6 +122,7 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
     base = model.model
     layers = base.layers
     num_layers = len(layers)
+    attn_cls = type(layers[0].self_attn)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return ModelAdapter(
         model=model,
@@ -95,4 +136,15 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
         head_dim=head_dim,
         vocab_size=model.lm_head.out_features,
         sliding_windows=tuple(layer_sliding_window(config, i) for i in range(num_layers)),
+        cache_kwarg=_cache_kwarg(type(layers[0])),
+        attn_cache_kwarg=_cache_kwarg(attn_cls),
+        apply_rotary_fn=sys.modules[attn_cls.__module__].apply_rotary_pos_emb,
     )
+
+
+def _cache_kwarg(module_cls: type) -> str:
+    params = inspect.signature(module_cls.forward).parameters
+    for name in ("cache", "past_key_values", "past_key_value"):
+        if name in params:
+            return name
+    raise UnsupportedModelError(f"{module_cls.__name__}.forward takes no cache argument this version of polar knows")

@@ -3,8 +3,9 @@ import time
 
 import pytest
 
-from polar.data import Problem
-from polar.grading import answers_equal, extract_answer, extract_choice, is_correct, last_boxed, parse_number
+from polar.tasks.problem import Problem
+from polar.tasks.answers import last_boxed, parse_number
+from polar.tasks.grading import answers_equal, extract_answer, extract_choice, is_correct
 
 
 def prob(answer, choices=None):
@@ -133,3 +134,13 @@ def test_grading_in_worker_thread():
     t.start()
     t.join(timeout=30)
     assert results == [True, False, True]
+
+
+def test_missing_math_verify_raises_instead_of_grading_wrong():
+    """Without math-verify, importing the grader fails loudly (no silent all-wrong grading)."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['math_verify'] = None; import polar.tasks.grading"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "math_verify" in proc.stderr

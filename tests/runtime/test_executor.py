@@ -1,7 +1,7 @@
 """batched_execute against the Hugging Face forward and the no-cache reference loop."""
 import pytest
 import torch
-from conftest import mixed_programs, padded_batch, random_prompts
+from polar.testing import mixed_programs, padded_batch, random_prompts
 
 import polar
 from polar.testing import tiny_model

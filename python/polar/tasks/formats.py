@@ -24,47 +24,25 @@ polar       PoLar supervision JSON               ``question`` / ``sample_info.qu
                                                  ``final_valid_transitions``
 ==========  ===================================  =====================================================
 
-``synthetic(level, n, split)`` generates arithmetic problems of five difficulty levels;
-``resolve(spec)`` turns a CLI ``--data`` argument into problems.
+Synthetic problems live in :mod:`.levels`; CLI ``--data`` specs in :mod:`.specs`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import random
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .answers import last_boxed
+from .problem import Problem, Supervision
+from .prompts import CHOICE_LETTERS
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Problem:
-    """One task instance. ``answer`` is the gold answer as text (a number, LaTeX, or for
-    multiple-choice problems the option letter); ``choices`` holds the options' texts."""
-
-    id: str
-    question: str
-    answer: str
-    source: str
-    level: int | None = None
-    choices: list[str] | None = None
-
-
-@dataclass
-class Supervision:
-    """A PoLar supervision sample: the problem and the programs found valid / invalid for it."""
-
-    problem: Problem
-    valid_programs: list[list[int]]
-    invalid_programs: list[list[int]] = field(default_factory=list)
-    initial_score: float | None = None
 
 
 @dataclass
@@ -89,13 +67,13 @@ class _Skip(Exception):
 
 
 FORMATS: tuple[str, ...] = ("gsm8k", "mawps", "asdiv", "svamp", "math", "dart", "mmlu_pro", "polar")
-_FORMAT_ALIASES = {"math500": "math", "mmlu-pro": "mmlu_pro", "mmlupro": "mmlu_pro", "dart-math": "dart",
+FORMAT_ALIASES = {"math500": "math", "mmlu-pro": "mmlu_pro", "mmlupro": "mmlu_pro", "dart-math": "dart",
                    "dart_math": "dart", "supervision": "polar"}
 
 
 def _canonical_format(name: str) -> str:
     key = name.strip().lower()
-    key = _FORMAT_ALIASES.get(key, key)
+    key = FORMAT_ALIASES.get(key, key)
     if key not in FORMATS:
         raise ValueError(f"unknown data format {name!r}; expected one of {FORMATS}")
     return key
@@ -235,12 +213,6 @@ def _int_or_none(value: Any) -> int | None:
     return int(m.group()) if m else None
 
 
-def _boxed_in(text: str) -> str | None:
-    from polar.grading import last_boxed
-
-    return last_boxed(text)
-
-
 # ---------------------------------------------------------------------------------------------
 # per-format record parsers: (record, index) -> Problem, raising _Skip
 
@@ -271,7 +243,7 @@ def _math(rec: Any, i: int) -> Problem:
     _require(rec, "problem")
     answer = rec.get("answer")
     if answer in (None, "") and rec.get("solution"):
-        answer = _boxed_in(rec["solution"])
+        answer = last_boxed(rec["solution"])
     if answer in (None, ""):
         raise _Skip("no 'answer' and no \\boxed answer in 'solution'")
     pid = rec.get("unique_id") or f"math-{i}"
@@ -287,7 +259,6 @@ def _dart(rec: Any, i: int) -> Problem:
 
 
 def _mmlu_pro(rec: Any, i: int) -> Problem:
-    from polar.prompts import CHOICE_LETTERS
 
     _require(rec, "question", "options")
     options = rec["options"]
@@ -490,116 +461,3 @@ def load_supervision(path: str | Path, report: bool = False):
     return (samples, rep) if report else samples
 
 
-# ---------------------------------------------------------------------------------------------
-# synthetic arithmetic
-
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-#: Share (percent) of each level's problem space assigned to each split, by a hash of the problem's
-#: expression: a problem belongs to exactly one split, whatever the seed or n.
-_SPLIT_BUCKETS = {"train": range(0, 50), "validation": range(50, 65), "test": range(65, 100)}
-
-
-def split_of(expression: str) -> str:
-    """The split (train / validation / test) that owns an arithmetic expression such as ``"3 + 4"``."""
-    bucket = int.from_bytes(hashlib.sha256(expression.encode()).digest()[:8], "big") % 100
-    for split, rng in _SPLIT_BUCKETS.items():
-        if bucket in rng:
-            return split
-    raise AssertionError(bucket)  # pragma: no cover
-
-
-def _sum_of(*ranges: tuple[int, int]) -> Callable[[random.Random], list[int]]:
-    def make(rng: random.Random) -> list[int]:
-        terms = [rng.randint(lo, hi) for lo, hi in ranges]
-        rng.shuffle(terms)
-        return terms
-    return make
-
-
-def _mixed_small(rng: random.Random) -> list[int]:
-    terms = [rng.randint(1, 9), rng.randint(10, 20)]
-    rng.shuffle(terms)
-    return terms
-
-
-#: Level -> (generator of the terms of a sum, description, number of distinct problems).
-#: Calibrated on SmolLM2-135M-Instruct (full program, greedy, few-shot prompt): accuracy falls from
-#: about two thirds (level 1) to near zero (level 5); the model adds single digits and little more.
-SYNTHETIC_LEVELS: dict[int, tuple[Callable[[random.Random], list[int]], str, int]] = {
-    1: (_sum_of((0, 9), (0, 9)), "a + b, a and b in 0..9", 100),
-    2: (_mixed_small, "a + b, one in 1..9 and one in 10..20", 2 * 9 * 11),
-    3: (_sum_of((10, 30), (10, 30)), "a + b, a and b in 10..30", 21 * 21),
-    4: (_sum_of((10, 99), (10, 99)), "a + b, a and b in 10..99", 90 * 90),
-    5: (_sum_of((10, 99), (10, 99), (10, 99)), "a + b + c, each in 10..99", 90 ** 3),
-}
-
-
-def synthetic(level: int, n: int, split: str = "test", seed: int = 0) -> list[Problem]:
-    """``n`` arithmetic problems (``What is 3 + 4?``) of difficulty ``level`` (1..5) from ``split``.
-
-    Deterministic in ``(level, n, split, seed)``. Every expression belongs to exactly one split (by
-    a hash of its text), so no problem appears in two splits whatever the seeds. Problems are drawn
-    without repetition while the split has unused ones; the small levels (level 1 has 100 problems,
-    about 35 of them in the test split) then repeat their split's problems in a fixed order to
-    reach ``n`` (a warning is logged), so ``n`` draws estimate the accuracy on the split. ``ValueError``
-    for an unknown level or split, or a negative ``n``.
-    """
-    if level not in SYNTHETIC_LEVELS:
-        raise ValueError(f"synthetic level must be one of {sorted(SYNTHETIC_LEVELS)}, got {level!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    make, _, space = SYNTHETIC_LEVELS[level]
-    rng = random.Random(f"polar-synthetic/{level}/{split}/{seed}")
-    found: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    misses, max_misses = 0, 50 * space + 1000
-    while len(found) < n and misses < max_misses:
-        terms = make(rng)
-        expression = " + ".join(map(str, terms))
-        if expression in seen or split_of(expression) != split:
-            misses += 1
-            continue
-        misses = 0
-        seen.add(expression)
-        found.append((expression, sum(terms)))
-    if not found and n:
-        raise ValueError(f"synthetic level {level} has no {split} problems")  # pragma: no cover
-    if len(found) < n:
-        logger.warning("synthetic level %d has %d distinct %s problems; repeating them to reach %d",
-                       level, len(found), split, n)
-    problems = []
-    for k in range(n):
-        expression, value = found[k % len(found)]
-        problems.append(Problem(id=f"synthetic-L{level}-{split}-s{seed}-{k}", question=f"What is {expression}?",
-                                answer=str(value), source="synthetic", level=level))
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI --data specs
-
-
-def resolve(spec: str) -> list[Problem]:
-    """Problems for a CLI ``--data`` argument.
-
-    - ``PATH``: a data file, format detected;
-    - ``FORMAT:PATH``: a data file of a named format (``gsm8k:/data/test.jsonl``);
-    - ``synthetic:LEVEL:N`` (test split, seed 0), or ``synthetic:LEVEL:N:SPLIT[:SEED]``.
-    """
-    if spec.startswith("synthetic:"):
-        parts = spec.split(":")
-        if len(parts) not in (3, 4, 5):
-            raise ValueError(f"bad synthetic spec {spec!r}; expected synthetic:LEVEL:N[:SPLIT[:SEED]]")
-        try:
-            level, n = int(parts[1]), int(parts[2])
-            seed = int(parts[4]) if len(parts) == 5 else 0
-        except ValueError as err:
-            raise ValueError(f"bad synthetic spec {spec!r}; LEVEL, N and SEED are integers") from err
-        split = parts[3] if len(parts) >= 4 else "test"
-        return synthetic(level, n, split=split, seed=seed)
-    head, sep, rest = spec.partition(":")
-    if sep and head.strip().lower() in set(FORMATS) | set(_FORMAT_ALIASES) and not Path(spec).exists():
-        return load(rest, format=head)
-    return load(spec)

@@ -6,16 +6,19 @@ column. Rows stop independently (EOS, stop strings, token budget) and leave the 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ..programs import Program, validate_programs
 from .adapters import get_adapter
 from .cache import StepKVCache
-from .executor import (PassContext, last_token_states, prefill, prepare_inputs, prepare_waves,
-                       resolve_backend, run_waves, token_positions)
-from .programs import Program, pack, validate_programs
+from .executor import prefill
+from .inputs import prepare_inputs
+from .masks import PassContext, last_token_states, token_positions
+from .packing import pack
+from .runners import WaveStep, get_runner, prepare_waves
 from .schedule import DEFAULT_POLICY, check_policy, plan_waves
 
 
@@ -25,7 +28,7 @@ class GenerationResult:
 
     ``tokens``: new token ids (EOS included when generated); ``texts``: decoded new text (cut
     after the first stop string) when a tokenizer was given; ``finish_reasons``: ``"eos"``,
-    ``"stop"`` or ``"length"``; ``executed_layers``/``unique_layers``: program length / distinct
+    ``"stop"``, ``"rule"`` (``stop_fn``) or ``"length"``; ``executed_layers``/``unique_layers``: program length / distinct
     layers per row; ``prefill_waves``/``decode_waves``: waves run (decode: summed over steps);
     ``decode_row_layers``: row-layer applications done by decode steps (active rows only).
     """
@@ -43,20 +46,23 @@ class GenerationResult:
 
 
 def _tokenize(tokenizer, inputs):
+    """Text -> a left-padded ``{input_ids, attention_mask}``; anything else is returned as is.
+
+    Pads by hand (with the tokenizer's pad id, else its EOS id, else 0) so the tokenizer's own
+    settings (padding side, pad token) are never changed."""
     if isinstance(inputs, str):
         inputs = [inputs]
-    if isinstance(inputs, Sequence) and inputs and all(isinstance(s, str) for s in inputs):
-        if tokenizer is None:
-            raise ValueError("text inputs need a tokenizer")
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
-        try:
-            return tokenizer(list(inputs), return_tensors="pt", padding=True)
-        finally:
-            tokenizer.padding_side = side
-    return inputs
+    if not (isinstance(inputs, Sequence) and inputs and all(isinstance(s, str) for s in inputs)):
+        return inputs
+    if tokenizer is None:
+        raise ValueError("text inputs need a tokenizer")
+    ids = [list(x) for x in tokenizer(list(inputs), padding=False)["input_ids"]]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = 0 if pad is None else int(pad)
+    T = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad] * (T - len(x)) + x for x in ids], dtype=torch.long)
+    attention_mask = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 def _eos_ids(model, tokenizer, eos_token_id) -> set[int]:
@@ -101,10 +107,31 @@ def select_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top
     return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
 
 
+@dataclass
+class _DecodePlan:
+    """Waves of one decode pass over the active rows (re-planned only when rows leave)."""
+
+    num_waves: int
+    steps: list[WaveStep]
+    row_layers: int
+
+
+@dataclass
+class _DecodeState:
+    """Loop state of :func:`generate`: the active rows and the growing key metadata."""
+
+    active: list[int]                 # batch rows still generating, ascending
+    key_valid: torch.Tensor           # [B, L] bool: real-token columns (prompt + generated)
+    key_pos: torch.Tensor             # [B, L] long: RoPE position of each column
+    n_real: torch.Tensor              # [B]: real prompt tokens per row
+    plan: _DecodePlan | None = None
+
+
 @torch.inference_mode()
 def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              eos_token_id: int | Sequence[int] | None = None, stop_strings: Sequence[str] | None = None,
+             stop_fn: Callable[[int, str], bool] | None = None,
              seed: int | None = None, policy: str = DEFAULT_POLICY,
              max_program_length: int | None = None, backend: str = "auto") -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
@@ -114,18 +141,21 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     Greedy by default; ``do_sample`` draws with ``temperature``/``top_k``/``top_p`` from a
     generator seeded with ``seed``. Rows stop at an EOS id (default: the model's generation
     config), at a stop string (needs ``tokenizer``; matched in the decoded new text after its
-    leading whitespace; ``texts`` end with it) or after ``max_new_tokens``. ``policy`` and
-    ``backend`` are as in :func:`polar.batched_execute`.
+    leading whitespace; ``texts`` end with it; reason ``"stop"``), when ``stop_fn(row, text)``
+    returns True for the decoded new text so far (needs ``tokenizer``; reason ``"rule"``; e.g. an
+    answer that can no longer change), or after ``max_new_tokens``. ``programs``: one per row
+    (lists of layer indices or :class:`polar.CompactProgram`), or one :class:`polar.Program` for
+    all. ``policy`` and ``backend`` are as in :func:`polar.batched_execute`.
 
     Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
     """
     adapter = get_adapter(model)
     check_policy(policy)
-    backend = resolve_backend(backend, adapter.device)
+    runner = get_runner(backend, adapter.device)
     _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k)
     stop_strings = list(stop_strings or [])
-    if stop_strings and tokenizer is None:
-        raise ValueError("stop_strings need a tokenizer")
+    if (stop_strings or stop_fn is not None) and tokenizer is None:
+        raise ValueError("stop_strings and stop_fn need a tokenizer")
     input_ids, attention_mask = prepare_inputs(_tokenize(tokenizer, inputs), adapter.vocab_size, adapter.device)
     B, T = input_ids.shape
     progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
@@ -134,64 +164,76 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     device = adapter.device
 
     packed = pack(progs)
-    slot_base = packed.offsets[:-1].long()
+    slot_base = packed.offsets[:-1].long()                            # [B] first slot of each row
     L = T + max_new_tokens
     cache = StepKVCache(packed.total_steps, adapter.num_kv_heads, L, adapter.head_dim, adapter.dtype, device)
-    key_valid = torch.zeros(B, L, dtype=torch.bool, device=device)
-    key_valid[:, :T] = attention_mask.bool()
-    key_pos = torch.zeros(B, L, dtype=torch.long, device=device)
-    key_pos[:, :T] = token_positions(attention_mask)
-    n_real = attention_mask.sum(-1)
+    state = _DecodeState(active=list(range(B)),
+                         key_valid=torch.zeros(B, L, dtype=torch.bool, device=device),
+                         key_pos=torch.zeros(B, L, dtype=torch.long, device=device),
+                         n_real=attention_mask.sum(-1))
+    state.key_valid[:, :T] = attention_mask.bool()
+    state.key_pos[:, :T] = token_positions(attention_mask)
 
     waves = plan_waves(packed, policy, adapter.num_layers)
-    hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), cache,
-                     backend=backend)
-    logits = adapter.logits(last_token_states(hidden, attention_mask))
+    hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), runner, cache)
+    logits = adapter.logits(last_token_states(hidden, attention_mask))  # [B, V]
     result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
                               executed_layers=[len(p) for p in progs],
                               unique_layers=[p.unique_layers for p in progs], programs=progs,
                               prefill_waves=waves.num_waves)
 
-    active = list(range(B))
-    decode_plan = None
     for t in range(max_new_tokens):
-        next_tokens = select_tokens(logits, do_sample, temperature, top_p, top_k, generator)
+        next_tokens = select_tokens(logits, do_sample, temperature, top_p, top_k, generator)  # [n_active]
         keep = []
-        for i, (row, tok) in enumerate(zip(active, next_tokens.tolist())):
+        for i, (row, tok) in enumerate(zip(state.active, next_tokens.tolist())):
             result.tokens[row].append(tok)
-            if tok in eos:
-                result.finish_reasons[row] = "eos"
-            elif stop_strings and _hits_stop(tokenizer, result.tokens[row], stop_strings):
-                result.finish_reasons[row] = "stop"
-            else:
+            reason = _finish_reason(tok, eos, tokenizer, result.tokens[row], stop_strings, stop_fn, row)
+            if reason is None:
                 keep.append(i)
+            else:
+                result.finish_reasons[row] = reason
         if not keep or t == max_new_tokens - 1:
             break
-        if len(keep) < len(active) or decode_plan is None:
-            if len(keep) < len(active):
-                active = [active[i] for i in keep]
+        if len(keep) < len(state.active) or state.plan is None:
+            if len(keep) < len(state.active):
+                state.active = [state.active[i] for i in keep]
                 next_tokens = next_tokens[torch.tensor(keep, device=next_tokens.device)]
-            sub = packed.subset(active)
+            sub = packed.subset(state.active)
             sub_waves = plan_waves(sub, policy, adapter.num_layers)
-            decode_plan = (sub_waves.num_waves, prepare_waves(sub_waves, len(active), device, slot_base[active]),
-                           sub.total_steps)
-        rows = torch.tensor(active, device=device)
+            state.plan = _DecodePlan(sub_waves.num_waves,
+                                     prepare_waves(sub_waves, len(state.active), device, slot_base[state.active]),
+                                     sub.total_steps)
+        rows = torch.tensor(state.active, device=device)              # [n]
         col = T + t
-        key_valid[rows, col] = True
-        key_pos[rows, col] = n_real[rows] + t
-        hidden = adapter.embed(next_tokens[:, None])
-        query_pos = key_pos[rows, col : col + 1]
-        ctx = PassContext(adapter, hidden, key_valid[rows, : col + 1], key_pos[rows, : col + 1],
-                          torch.tensor([col], device=device), query_pos)
-        hidden = run_waves(adapter, hidden, decode_plan[1], ctx, cache, start_col=col, backend=backend)
-        logits = adapter.logits(hidden[:, -1])
-        result.decode_waves += decode_plan[0]
+        state.key_valid[rows, col] = True
+        state.key_pos[rows, col] = state.n_real[rows] + t
+        hidden = adapter.embed(next_tokens[:, None])                  # [n, 1, d]
+        ctx = PassContext(adapter, hidden, state.key_valid[rows, : col + 1], state.key_pos[rows, : col + 1],
+                          torch.tensor([col], device=device), state.key_pos[rows, col : col + 1])
+        hidden = runner.run(adapter, hidden, state.plan.steps, ctx, cache, start_col=col)  # [n, 1, d]
+        logits = adapter.logits(hidden[:, -1])                        # [n, V]
+        result.decode_waves += state.plan.num_waves
         result.decode_steps += 1
-        result.decode_row_layers += decode_plan[2]
+        result.decode_row_layers += state.plan.row_layers
 
     if tokenizer is not None:
         result.texts = [_text(tokenizer, toks, stop_strings) for toks in result.tokens]
     return result
+
+
+def _finish_reason(tok: int, eos: set[int], tokenizer, tokens: list[int], stop_strings: list[str],
+                   stop_fn, row: int) -> str | None:
+    """Why a row stops after emitting ``tok`` (``"eos"``, ``"stop"``, ``"rule"``), or ``None``."""
+    if tok in eos:
+        return "eos"
+    if not stop_strings and stop_fn is None:
+        return None
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    if stop_strings and stop_end(text, stop_strings) is not None:
+        return "stop"
+    if stop_fn is not None and stop_fn(row, text):
+        return "rule"
+    return None
 
 
 def stop_end(text: str, stop_strings: Sequence[str]) -> int | None:
@@ -200,10 +242,6 @@ def stop_end(text: str, stop_strings: Sequence[str]) -> int | None:
     lead = len(text) - len(text.lstrip())
     ends = [i + len(s) for s in stop_strings if (i := text.find(s, lead)) >= 0]
     return min(ends) if ends else None
-
-
-def _hits_stop(tokenizer, tokens: list[int], stop_strings: list[str]) -> bool:
-    return stop_end(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings) is not None
 
 
 def _text(tokenizer, tokens: list[int], stop_strings: list[str]) -> str:

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
-from .programs import Program, validate_program
+from .program import Program, validate_program
 
 #: Default maximum segment length.
 DEFAULT_K_MAX = 4

@@ -12,7 +12,8 @@ from typing import Iterator
 
 import torch
 
-from .programs import PackedPrograms
+from .._C import plan_waves as _compiled_plan_waves
+from .packing import PackedPrograms
 
 #: Scheduling policies. ``bound`` (default): greedy on the remaining-waves lower bound;
 #: ``lowest``: lowest needed layer first; ``step``: every row advances one step per round.
@@ -58,9 +59,7 @@ def plan_waves(packed: PackedPrograms, policy: str = DEFAULT_POLICY, num_layers:
     Raises ``ValueError`` for an unknown policy or a layer index outside ``[0, num_layers)``.
     """
     check_policy(policy)
-    from . import _C
-
-    layers, offsets, rows, steps = _C.plan_waves(packed.offsets, packed.layers, policy,
+    layers, offsets, rows, steps = _compiled_plan_waves(packed.offsets, packed.layers, policy,
                                                  -1 if num_layers is None else num_layers)
     return Waves(layers, offsets, rows, steps)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from polar.compact import (
+from polar.programs.compact import (
     CompactProgram,
     NotInSpaceError,
     Op,

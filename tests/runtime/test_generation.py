@@ -1,10 +1,11 @@
 """polar.generate: step-indexed KV cache against the no-cache reference, and HF generate."""
+import random
+
 import pytest
 import torch
-from conftest import padded_batch, random_prompts
 
 import polar
-from polar.testing import tiny_model, tiny_tokenizer
+from polar.testing import padded_batch, random_prompts, tiny_model, tiny_tokenizer
 
 NEW = 7
 LOOPY = [
@@ -82,6 +83,52 @@ def test_stop_strings_and_texts():
     assert out.texts[1].endswith(stop) and len(out.tokens[1]) <= 3
     for r in range(3):
         assert free.tokens[r][: len(out.tokens[r])] == out.tokens[r]
+
+
+def test_stop_fn_stops_rows_by_rule_and_keeps_prefixes():
+    """``stop_fn(row, text)`` stops a row (reason ``rule``) as soon as it says so; other rows go on."""
+    model, tok = tiny_model("qwen3", seed=21), tiny_tokenizer()
+    texts = ["w5 w6 w7", "w9 w10", "w3 w3 w3 w4"]
+    progs = [[0, 1, 2, 3, 4, 5], [0, 1, 1, 2, 3, 4, 5], [0, 2, 4, 5]]
+    free = polar.generate(model, tok, texts, progs, max_new_tokens=NEW, eos_token_id=[])
+    seen = []
+
+    def rule(row, text):
+        seen.append(row)
+        return row != 1 and len(text.split()) >= 2  # rows 0 and 2 stop after two words
+
+    out = polar.generate(model, tok, texts, progs, max_new_tokens=NEW, eos_token_id=[], stop_fn=rule)
+    for r in range(3):
+        assert out.tokens[r] == free.tokens[r][: len(out.tokens[r])]
+    assert out.finish_reasons == ["rule", "length", "rule"]
+    assert [len(out.tokens[r]) for r in (0, 2)] == [2, 2] and len(out.tokens[1]) == NEW
+    assert set(seen) == {0, 1, 2}
+    with pytest.raises(ValueError, match="tokenizer"):
+        polar.generate(model, None, padded_batch(random_prompts(1, 128, 2, 3, 0), "left"), progs[:1], stop_fn=rule)
+
+
+def test_text_inputs_leave_the_tokenizer_unchanged():
+    model, tok = tiny_model("llama", seed=22), tiny_tokenizer()
+    tok.padding_side = "right"
+    tok.pad_token = None
+    before = (tok.padding_side, tok.pad_token)
+    out = polar.generate(model, tok, ["w5 w6 w7", "w9"], [[0, 1, 2, 3, 4, 5]] * 2, max_new_tokens=3, eos_token_id=[])
+    assert (tok.padding_side, tok.pad_token) == before
+    # the short row was left-padded: same tokens as alone
+    alone = polar.generate(model, tok, ["w9"], [[0, 1, 2, 3, 4, 5]], max_new_tokens=3, eos_token_id=[])
+    assert out.tokens[1] == alone.tokens[0]
+
+
+def test_compact_programs_are_accepted_like_their_decoded_programs():
+    model = tiny_model("llama", seed=23)
+    D = model.config.num_hidden_layers
+    batch = padded_batch(random_prompts(3, 128, 3, 7, seed=24), "left")
+    compact = [polar.random_compact(D, random.Random(s)) for s in range(3)]
+    a = polar.generate(model, None, batch, compact, max_new_tokens=4, eos_token_id=[])
+    b = polar.generate(model, None, batch, [c.decode() for c in compact], max_new_tokens=4, eos_token_id=[])
+    assert a.tokens == b.tokens and a.programs == b.programs
+    with pytest.raises(ValueError, match="row 0: compact program over 8 layers"):
+        polar.batched_execute(model, [polar.random_compact(8, random.Random(0))], batch["input_ids"][:1])
 
 
 def test_sampling_is_seeded_and_top_k_one_is_greedy():

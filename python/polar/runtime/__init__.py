@@ -1,0 +1,23 @@
+"""Runtime (DESIGN.md section 4): execute many different programs in one batch.
+
+Data flow: programs -> CSR :mod:`.packing` -> waves planned by the compiled scheduler
+(:mod:`.schedule`) -> a :mod:`.runners` runner applies each wave through the model's
+:mod:`.adapters` with :mod:`.masks` / positions and the step-indexed :mod:`.cache` ->
+logits (:mod:`.executor`) or tokens (:mod:`.generation`). :mod:`.reference` holds the plain
+no-cache loops everything is tested against.
+"""
+from .adapters import SUPPORTED_MODEL_TYPES, ModelAdapter, UnsupportedModelError, get_adapter
+from .cache import StepKVCache
+from .executor import ExecutionResult, batched_execute
+from .generation import GenerationResult, generate, stop_end
+from .packing import PackedPrograms, pack
+from .reference import reference_forward, reference_generate
+from .runners import BACKENDS
+from .schedule import DEFAULT_POLICY, POLICIES, Waves, plan_waves, plan_waves_reference
+
+__all__ = [
+    "BACKENDS", "DEFAULT_POLICY", "POLICIES", "SUPPORTED_MODEL_TYPES", "ExecutionResult", "GenerationResult",
+    "ModelAdapter", "PackedPrograms", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
+    "generate", "get_adapter", "pack", "plan_waves", "plan_waves_reference", "reference_forward",
+    "reference_generate", "stop_end",
+]
