@@ -144,3 +144,17 @@ def test_missing_math_verify_raises_instead_of_grading_wrong():
     code = "import sys; sys.modules['math_verify'] = None; import polar.tasks.grading"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "math_verify" in proc.stderr
+
+
+@pytest.mark.parametrize("text, letter", [
+    ("Let me think. The answer is (I).", "I"),
+    ("the answer is C", "C"),
+    ("Reasoning...\nAnswer: C", "C"),
+    ("Answer: (B) because", "B"),
+    ("\\boxed{D}", "D"),
+    ("I think so. Nothing else.", None),
+])
+def test_mmlu_pro_answer_formats(text, letter):
+    problem = Problem(id="m", question="q", answer=letter or "A", source="mmlu_pro", choices=list("abcdefghij"))
+    assert extract_choice(text, 10) == letter
+    assert is_correct(text, problem) == (letter is not None)

@@ -104,11 +104,16 @@ def answers_equal(pred: str, gold: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # multiple choice
 
-_LETTER_AT_START = re.compile(r"^[\s*(\[`'\"]{0,8}(?:\\text\{)?([A-Z])(?![A-Za-z])")
+# a lone letter at the start; not a word such as "I think" / "A cat"
+_LETTER_AT_START = re.compile(r"^[\s*(\[`'\"]{0,8}(?:\\text\{)?([A-Z])(?![A-Za-z'])(?![ \t]+[a-z])")
+# MMLU-Pro's own extraction order: "answer is (C)", then "Answer: C"
+_ANSWER_IS_LETTER = re.compile(r"answer is:?\s*\**\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE)
+_ANSWER_COLON_LETTER = re.compile(r"answer:\s*\**\(?([A-Z])\)?(?![A-Za-z])", re.IGNORECASE)
 
 
 def extract_choice(output_text: str | None, n_choices: int) -> str | None:
-    """The option letter the output picks (``\\boxed{C}``, ``C``, ``(C)``, ``A: C``), or None."""
+    """The option letter the output picks, or None: ``\\boxed{C}``; ``C``, ``(C)`` or ``A: C`` at the
+    start; else, as MMLU-Pro's own evaluation reads it, ``The answer is (C)`` then ``Answer: C``."""
     if not output_text or not isinstance(output_text, str):
         return None
     text = truncate_output(output_text)
@@ -125,6 +130,11 @@ def extract_choice(output_text: str | None, n_choices: int) -> str | None:
         m = _LETTER_AT_START.match(cand)
         if m and m.group(1) in valid:
             return m.group(1)
+    for pattern in (_ANSWER_IS_LETTER, _ANSWER_COLON_LETTER):
+        for m in pattern.finditer(text[:20000]):
+            letter = m.group(1).upper()
+            if letter in valid:
+                return letter
     return None
 
 
