@@ -1,0 +1,176 @@
+"""Methods compared by ``polar eval``: each turns problems into ranked candidate programs.
+
+A :class:`Candidate` is one program run with one decoding setting (greedy, or sampling at a
+temperature). Every method implements :meth:`Method.candidates`; the evaluation run executes the
+candidates of all methods and problems together in batched ``generate`` calls and grades every
+one of them for real (no cached search verdict stands in for a run).
+
+Methods: :class:`PolarMethod` (the predictor's top-k), :class:`BaseGreedy`,
+:class:`BaseSampling` (best-of-k at a temperature), :class:`StaticPrograms` (ShortGPT, the best
+static programs from search), :class:`RandomSingleEdits`, :class:`RandomSegmentPrograms`,
+:class:`SearchOracle` (valid programs found by search for that problem).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..programs import Program, full, random_compact
+from ..tasks import Problem
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate: ``program`` run greedily (``temperature == 0``) or sampled; ``score`` ranks
+    it inside its method (higher first; predictor log-score for PoLar)."""
+
+    program: Program
+    temperature: float = 0.0
+    score: float = 0.0
+
+
+class Method:
+    """``name`` identifies the method in results; ``candidates`` returns up to ``k`` ranked
+    candidates per problem (a static method may return fewer, e.g. base greedy returns 1)."""
+
+    name: str = ""
+    #: seconds spent choosing candidates (the predictor's overhead), summed over calls
+    overhead_s: float = 0.0
+
+    def candidates(self, problems: Sequence[Problem], k: int) -> list[list[Candidate]]:
+        raise NotImplementedError
+
+
+def _problem_rng(seed: int, name: str, problem: Problem) -> random.Random:
+    digest = hashlib.sha256(f"{seed}/{name}/{problem.source}/{problem.id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+class BaseGreedy(Method):
+    """The full program, greedy: one candidate."""
+
+    def __init__(self, num_layers: int):
+        self.name, self.num_layers = "base_greedy", num_layers
+
+    def candidates(self, problems, k):
+        return [[Candidate(full(self.num_layers))] for _ in problems]
+
+
+class BaseSampling(Method):
+    """The full program sampled ``k`` times at ``temperature`` (best-of-k)."""
+
+    def __init__(self, num_layers: int, temperature: float):
+        if not temperature > 0:
+            raise ValueError(f"sampling temperature must be > 0, got {temperature}")
+        self.name, self.num_layers, self.temperature = f"base_sample_t{temperature:g}", num_layers, temperature
+
+    def candidates(self, problems, k):
+        return [[Candidate(full(self.num_layers), self.temperature)] * k for _ in problems]
+
+
+class StaticPrograms(Method):
+    """The same ranked programs for every problem (ShortGPT variants, best static programs)."""
+
+    def __init__(self, name: str, programs: Sequence[Sequence[int]]):
+        if not programs:
+            raise ValueError(f"{name}: no static programs")
+        self.name, self.programs = name, [Program(p) for p in programs]
+
+    def candidates(self, problems, k):
+        return [[Candidate(p, 0.0, -i) for i, p in enumerate(self.programs[:k])] for _ in problems]
+
+
+def best_static_programs(records: Sequence[dict], k: int) -> list[Program]:
+    """The ``k`` programs that were valid for the most searched training problems (a program's
+    accuracy over all training problems, counting problems where search did not try it as wrong);
+    ties: evaluated on more problems, then shorter, then lexicographic."""
+    valid: Counter = Counter()
+    tried: Counter = Counter()
+    for rec in records:
+        for p in rec.get("final_valid_transitions", []):
+            valid[tuple(p)] += 1
+            tried[tuple(p)] += 1
+        for p in rec.get("final_invalid_transitions", []):
+            tried[tuple(p)] += 1
+    if not valid:
+        raise ValueError("the search results hold no valid program")
+    ranked = sorted(valid, key=lambda p: (-valid[p], -tried[p], len(p), p))
+    return [Program(p) for p in ranked[:k]]
+
+
+def single_edit(num_layers: int, rng: random.Random, k_max: int = 4) -> Program:
+    """A random single edit of the full program: skip, or repeat once, a block of 1..k_max layers."""
+    size = rng.randint(1, k_max)
+    start = rng.randint(0, num_layers - size)
+    block = list(range(start, start + size))
+    head, tail = list(range(start)), list(range(start + size, num_layers))
+    return Program(head + tail if rng.random() < 0.5 else head + block + block + tail)
+
+
+class RandomSingleEdits(Method):
+    """``k`` distinct random single edits of the full program per problem (seeded per problem)."""
+
+    def __init__(self, num_layers: int, seed: int = 0):
+        self.name, self.num_layers, self.seed = "random_single_edit", num_layers, seed
+
+    def candidates(self, problems, k):
+        out = []
+        for problem in problems:
+            rng, seen = _problem_rng(self.seed, self.name, problem), []
+            while len(seen) < k:
+                p = single_edit(self.num_layers, rng)
+                if p not in seen:
+                    seen.append(p)
+            out.append([Candidate(p) for p in seen])
+        return out
+
+
+class RandomSegmentPrograms(Method):
+    """``k`` random programs from the whole compact segment space (``polar.random_compact``)."""
+
+    def __init__(self, num_layers: int, seed: int = 0):
+        self.name, self.num_layers, self.seed = "random_segment", num_layers, seed
+
+    def candidates(self, problems, k):
+        out = []
+        for problem in problems:
+            rng = _problem_rng(self.seed, self.name, problem)
+            out.append([Candidate(random_compact(self.num_layers, rng).decode()) for _ in range(k)])
+        return out
+
+
+class SearchOracle(Method):
+    """Valid programs that search found for this very problem (shortest first); none when the
+    problem was not searched. Re-executed and graded like every other candidate."""
+
+    def __init__(self, records: Sequence[dict]):
+        self.name = "search_oracle"
+        self.valid: dict[str, list[Program]] = {}
+        for rec in records:
+            progs = sorted({tuple(p) for p in rec.get("final_valid_transitions", [])}, key=lambda p: (len(p), p))
+            self.valid[_question_key(rec.get("question", ""))] = [Program(p) for p in progs]
+
+    def candidates(self, problems, k):
+        return [[Candidate(p, 0.0, -i) for i, p in enumerate(self.valid.get(_question_key(pr.question), [])[:k])]
+                for pr in problems]
+
+
+def _question_key(question: str) -> str:
+    return " ".join(question.split())
+
+
+class PolarMethod(Method):
+    """The predictor's top-k programs (``predictor.predict(questions, k)``), ranked by score."""
+
+    def __init__(self, predictor, name: str = "polar"):
+        self.name, self.predictor = name, predictor
+
+    def candidates(self, problems, k):
+        start = time.perf_counter()
+        preds = self.predictor.predict([p.question for p in problems], k=k)
+        self.overhead_s += time.perf_counter() - start
+        return [[Candidate(Program(x.program), 0.0, float(x.score)) for x in row] for row in preds]
