@@ -5,6 +5,8 @@ Stages, each importing only earlier ones (DESIGN.md section 3; enforced by impor
 This module re-exports the everyday names of the first three; ``polar.search``,
 ``polar.predictor`` and ``polar.evaluation`` are imported when used.
 """
+import importlib
+
 from .models import load_default, load_model
 from .programs import (CompactProgram, NotInSpaceError, Op, Program, build, full, in_space, parse, random_compact,
                        segments, validate_program, validate_programs)
@@ -24,3 +26,12 @@ __all__ = [
     "reference_forward", "reference_generate", "validate_program", "validate_programs",
 ]
 __version__ = "0.1.0"
+
+#: Names of later stages, imported on first use (``polar.Predictor``) so ``import polar`` stays light.
+_LAZY = {"Predictor": "polar.predictor", "train_from_files": "polar.predictor"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'polar' has no attribute {name!r}")

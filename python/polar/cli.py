@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 
 from .evaluation import DEFAULT_MAX_NEW_TOKENS, AccuracyConfig, format_table, run_accuracy
+from .models import cache_root, load_model
+from .predictor import EmbeddingEncoder, TrainConfig, train_from_files
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve
 
 logger = logging.getLogger("polar")
@@ -46,6 +48,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    overrides = {"encoder": args.encoder}
+    encoder = None
+    if args.encoder == "llm":
+        model, tok = load_model(args.model)
+        encoder = EmbeddingEncoder.from_model(model, tok, args.model)
+    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    predictor = train_from_files(args.search, args.out, overrides, seed=args.seed, train_config=train_config,
+                                 encoder=encoder, cache_dir=cache_root() / "encoder-outputs")
+    print(f"trained predictor ({predictor.num_parameters():,} trainable parameters) saved in {args.out}")
+    return 0
+
+
 def _threads(n: int | None) -> None:
     if n:
         torch.set_num_threads(n)
@@ -68,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--results", default=None, help="per-problem JSONL (default: --out with .jsonl)")
     acc.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     acc.set_defaults(func=cmd_accuracy)
+
+    tr = sub.add_parser("train", help="train the PoLar predictor on search results",
+                        epilog="example: polar train --search results/search/skip_loop.jsonl --out ckpt/")
+    tr.add_argument("--search", nargs="+", required=True, help="search results JSONL file(s) (polar search)")
+    tr.add_argument("--out", required=True, help="checkpoint folder (a rerun resumes or reuses it)")
+    tr.add_argument("--encoder", default="minilm", help="'minilm' (default), an AutoModel folder, or 'llm'")
+    tr.add_argument("--model", default="default", help="the LLM (for --encoder llm)")
+    tr.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    tr.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    tr.add_argument("--lr", type=float, default=TrainConfig.lr)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    tr.set_defaults(func=cmd_train)
 
     data = sub.add_parser("data", help="load a data spec and print its load report",
                           epilog="example: polar data --data mawps:../shared/data/mawps/test.jsonl")

