@@ -100,3 +100,39 @@ def save_tiny_model(folder, arch: str = "llama", num_layers: int = 6, seed: int 
     ``polar.load_model(folder)``), for CLI and subprocess tests."""
     tiny_model(arch, seed=seed, num_layers=num_layers).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
+
+
+class EchoWorker:
+    """A worker for :mod:`polar.tasks.workers` tests: one record per unit (``{"id", "value"}``, the
+    value a fixed function of the id), after ``delay`` seconds per unit; a unit whose id is in
+    ``poison`` raises, one in ``kill`` kills its own process (each only while ``marker`` is absent
+    when given, so the fault can be made to happen once)."""
+
+    def __init__(self, delay: float = 0.0, poison: tuple = (), kill: tuple = (), marker: str | None = None):
+        self.delay, self.poison, self.kill, self.marker = delay, set(poison), set(kill), marker
+
+    def run(self, units):
+        import hashlib
+        import os
+        import signal
+        import time
+
+        out = []
+        for u in units:
+            armed = self.marker is None or not os.path.exists(self.marker)
+            if u.id in self.kill and armed:
+                if self.marker:
+                    open(self.marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            if u.id in self.poison:
+                raise RuntimeError(f"unit {u.id} always fails")
+            time.sleep(self.delay)
+            out.append({"id": u.id, "value": int(hashlib.sha256(u.id.encode()).hexdigest()[:8], 16)})
+        return out
+
+
+def echo_worker_factory(**kwargs):
+    """A picklable factory of :class:`EchoWorker`."""
+    import functools
+
+    return functools.partial(EchoWorker, **kwargs)
