@@ -10,12 +10,12 @@ from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, 
                       RandomSingleEdits, SearchOracle, StaticPrograms, best_static_programs, single_edit)
 from .metrics import majority_answer, pass_at
 from .report import summarize, write_report
-from .run import EvalConfig, run_eval
+from .run import DEFAULT_TEMPERATURES, METHOD_NAMES, EvalConfig, build_methods, load_problems, run_eval
 from .shortgpt import block_influence, shortgpt_programs
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS", "AccuracyConfig", "BaseGreedy", "BaseSampling", "Candidate", "EvalConfig",
     "Method", "PolarMethod", "RandomSegmentPrograms", "RandomSingleEdits", "SearchOracle", "StaticPrograms",
     "best_static_programs", "block_influence", "format_table", "majority_answer", "pass_at", "run_accuracy",
-    "run_eval", "shortgpt_programs", "single_edit", "summarize", "write_report",
+    "run_eval", "shortgpt_programs", "DEFAULT_TEMPERATURES", "METHOD_NAMES", "build_methods", "load_problems", "single_edit", "summarize", "write_report",
 ]

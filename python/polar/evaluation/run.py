@@ -25,7 +25,9 @@ from tqdm import tqdm
 from ..runtime import generate
 from ..tasks import Problem, ResultsFile, build_prompt, resolve, stop_strings
 from .accuracy import DEFAULT_MAX_NEW_TOKENS
-from .methods import Candidate, Method
+from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, RandomSegmentPrograms,
+                      RandomSingleEdits, SearchOracle, StaticPrograms, best_static_programs)
+from .shortgpt import block_influence, shortgpt_programs
 from .metrics import candidate_answer, answer_correct
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ def run_eval(config: EvalConfig, methods: Sequence[Method], model, tokenizer, ou
     done = store.load()
     todo = [(s, p) for s, p in problems if _key(s, p) not in done]
     logger.info("%d problems, %d already done, %d to run", len(problems), len(problems) - len(todo), len(todo))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "config.json").write_text(json.dumps({**asdict(config), **settings, "versions": _versions()},
                                                           indent=2) + "\n")
     stop = stop_strings(config.prompt_style)
@@ -166,3 +169,47 @@ def _execute(rows: list[_Row], prompts: list[str], model, tokenizer, batch_size:
 
 def _seed(seed: int, temp: float, b: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{temp}/{b}".encode()).digest()[:4], "big")
+
+
+#: Method names ``polar eval --methods`` accepts (``base_sample`` expands to one per temperature).
+METHOD_NAMES = ("polar", "base_greedy", "base_sample", "shortgpt", "best_static", "random_single_edit",
+                "random_segment", "oracle")
+DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0)
+
+
+def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int = 0, predictor=None,
+                  search_records: Sequence[dict] = (), shortgpt_problems: Sequence[Problem] = (),
+                  prompt_style: str = "fewshot", temperatures: Sequence[float] = DEFAULT_TEMPERATURES) -> list[Method]:
+    """The methods named in ``names`` (see :data:`METHOD_NAMES`), checked before any compute:
+    ``polar`` needs a predictor, ``best_static`` / ``oracle`` need search results, ``shortgpt``
+    needs training problems (its Block Influence is measured on their prompts)."""
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; expected some of {METHOD_NAMES}")
+    if "polar" in names and predictor is None:
+        raise ValueError("method 'polar' needs a predictor checkpoint (--checkpoint)")
+    if {"best_static", "oracle"} & set(names) and not search_records:
+        raise ValueError("methods 'best_static' and 'oracle' need search results (--search)")
+    if "shortgpt" in names and not shortgpt_problems:
+        raise ValueError("method 'shortgpt' needs training problems for Block Influence (--train-data)")
+    D = model.config.num_hidden_layers
+    methods: list[Method] = []
+    for name in names:
+        if name == "polar":
+            methods.append(PolarMethod(predictor))
+        elif name == "base_greedy":
+            methods.append(BaseGreedy(D))
+        elif name == "base_sample":
+            methods += [BaseSampling(D, t) for t in temperatures]
+        elif name == "shortgpt":
+            prompts = [build_prompt(p, prompt_style, tokenizer) for p in shortgpt_problems]
+            methods.append(StaticPrograms("shortgpt", shortgpt_programs(block_influence(model, tokenizer, prompts), k)))
+        elif name == "best_static":
+            methods.append(StaticPrograms("best_static", best_static_programs(search_records, k)))
+        elif name == "random_single_edit":
+            methods.append(RandomSingleEdits(D, seed))
+        elif name == "random_segment":
+            methods.append(RandomSegmentPrograms(D, seed))
+        elif name == "oracle":
+            methods.append(SearchOracle(search_records))
+    return methods
