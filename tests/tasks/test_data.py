@@ -198,7 +198,8 @@ def test_resolve(tmp_path):
 
 
 def test_synthetic_deterministic_and_valid():
-    for level, (_, _, space) in synthetic_module.SYNTHETIC_LEVELS.items():
+    for level in synthetic_module.SYNTHETIC_LEVELS:
+        space = len(synthetic_module.level_problems(level))
         a = synthetic(level, 50, split="test", seed=1)
         assert a == synthetic(level, 50, split="test", seed=1)
         assert a != synthetic(level, 50, split="test", seed=2)
@@ -225,6 +226,14 @@ def test_synthetic_splits_disjoint():
             for other, qs in seen.items():
                 assert not questions & qs, f"level {level}: {split} and {other} share problems"
             seen[split] = questions
+
+
+def test_level_sizes_and_definitions():
+    sizes = {level: len(synthetic_module.level_problems(level)) for level in synthetic_module.SYNTHETIC_LEVELS}
+    assert sizes == {1: 100, 2: 360, 3: 961, 4: 1681, 5: 729}
+    for expr, value in synthetic_module.level_problems(3):
+        a, b = map(int, expr.split(" + "))
+        assert 10 <= a <= 50 and 10 <= b <= 50 and a % 10 + b % 10 < 10 and value == a + b
 
 
 def test_synthetic_errors():
@@ -273,3 +282,33 @@ def test_shared_asdiv_reports_non_numeric():
     assert all("(" not in p.answer for p in problems)
     assert isinstance(rep, LoadReport) and "skipped" in str(rep)
     assert any("3:4" in reason for _, reason in rep.skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# word problems
+
+
+def test_word_problems_split_by_template_and_answers_follow_the_story():
+    from polar.tasks.words import TEMPLATE_SPLITS, word_problems
+
+    templates = {}
+    for split in TEMPLATE_SPLITS:
+        probs = word_problems(60, split, seed=0)
+        assert probs == word_problems(60, split, seed=0) and len({p.id for p in probs}) == 60
+        templates[split] = {p.id.split("-")[1] for p in probs}
+        assert templates[split] == set(TEMPLATE_SPLITS[split])  # round robin reaches every template
+        for p in probs:
+            nums = [int(x) for x in re.findall(r"\d+", p.question)]
+            assert int(p.answer) >= 0 and p.source == "words" and nums
+    assert not templates["train"] & templates["test"] and not templates["validation"] & templates["test"]
+    t12 = [p for p in word_problems(30, "test") if "-T12-" in p.id]  # "A has a, B has b more than A"
+    for p in t12:
+        a, b = [int(x) for x in re.findall(r"\d+", p.question)][:2]
+        assert int(p.answer) == a + b
+
+
+def test_words_spec():
+    probs = resolve("words:7:train:3")
+    assert len(probs) == 7 and all(p.source == "words" for p in probs)
+    with pytest.raises(ValueError, match="bad words spec"):
+        resolve("words:")
