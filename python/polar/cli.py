@@ -3,6 +3,10 @@
     polar accuracy --data synthetic:1:200 --prompt-style fewshot --out runs/l1.json
     polar accuracy --model default --data gsm8k:../shared/data/gsm8k/test.jsonl --limit 200
     polar data --data ../shared/data/asdiv/ASDiv.xml        # load a file, print its report
+    polar search --data synthetic:1:40:train --space skip --sims 32 --out results/search/l1_skip.jsonl
+    polar merge shard0.jsonl shard1.jsonl --out merged.jsonl
+    polar export merged.jsonl --out merged_mcts_samples.json
+    polar analyze results/search/*.jsonl --out results/analysis
 
 User errors (bad spec, missing file, results file with other settings) print one line and exit
 with status 2; ``--debug`` shows the traceback instead.
@@ -18,10 +22,14 @@ from typing import Sequence
 
 import torch
 
-from .evaluation import DEFAULT_MAX_NEW_TOKENS, AccuracyConfig, format_table, run_accuracy
+from .evaluation import (DEFAULT_MAX_NEW_TOKENS, METHOD_NAMES, AccuracyConfig, EvalConfig, build_methods, format_table,
+                         load_problems, run_accuracy, run_eval, write_report)
+from .evaluation.report import markdown_table
+from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, SPACES, SearchConfig, SearchRun, analyze,
+                     export_supervision, merge_results, parse_shard, run_search)
 from .models import cache_root, load_model
-from .predictor import EmbeddingEncoder, TrainConfig, train_from_files
-from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve
+from .predictor import EmbeddingEncoder, Predictor, TrainConfig, train_from_files
+from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, read_jsonl, resolve
 
 logger = logging.getLogger("polar")
 
@@ -62,6 +70,64 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    search = SearchConfig(space=args.space, simulations=args.sims, max_block=args.max_block,
+                          max_repeats=args.max_repeats, min_length=args.min_length, max_length=args.max_length,
+                          exploration=args.exploration, length_penalty=args.length_penalty,
+                          widening=args.widening, leaves_per_round=args.leaves, seed=args.seed)
+    run = SearchRun(model=args.model, data=args.data, prompt_style=args.prompt_style,
+                    max_new_tokens=args.max_new_tokens, early_answer=not args.no_early_answer,
+                    batch_size=args.batch_size, limit=args.limit,
+                    shard=parse_shard(args.shard) if args.shard else None, search=search)
+    print(json.dumps(run_search(run, args.out), indent=2))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    n = merge_results(args.inputs, args.out)
+    print(f"{n} records -> {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    n = export_supervision(args.inputs, args.out)
+    print(f"{n} samples -> {args.out}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    summary = analyze(args.inputs, args.out)
+    print(Path(args.out, "findings.md").read_text(encoding="utf-8"))
+    print(f"plots: {', '.join(summary['plots'])}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    names = args.methods
+    config = EvalConfig(model=args.model, data=args.data, k=args.k, batch_size=args.batch_size,
+                        prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                        limit=args.limit, checkpoint=args.checkpoint)
+    problems = load_problems(config)  # bad specs fail here, before any model is loaded
+    search_records = [r for path in (args.search or []) for r in read_jsonl(path) if not r.get("failed")]
+    train_problems = resolve(args.train_data) if args.train_data else []
+    if "polar" in names and not args.checkpoint:
+        raise ValueError("method 'polar' needs --checkpoint (or leave it out of --methods)")
+    model, tok = load_model(args.model)
+    predictor = None
+    if args.checkpoint:
+        predictor = Predictor.load(args.checkpoint, embedding=model.get_input_embeddings(), tokenizer=tok)
+    methods = build_methods(names, model, tok, k=args.k, seed=args.seed, predictor=predictor,
+                            search_records=search_records, shortgpt_problems=train_problems,
+                            prompt_style=args.prompt_style)
+    records = run_eval(config, methods, model, tok, args.out, problems=problems)
+    summary = write_report(records, args.k, args.out, title=f"polar eval: {', '.join(args.data)}")
+    print(markdown_table(summary, args.k))
+    print(f"report: {Path(args.out) / 'report.md'} (summary.json, records.jsonl, *.png beside it)")
+    return 0
+
+
 def _threads(n: int | None) -> None:
     if n:
         torch.set_num_threads(n)
@@ -98,12 +164,85 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     tr.set_defaults(func=cmd_train)
 
+    ev = sub.add_parser("eval", help="evaluate PoLar against baselines on the same problems (resumable)",
+                        epilog="example: polar eval --checkpoint ckpt/ --data synthetic:1:100 --data synthetic:2:100 "
+                               "--search results/search/*.jsonl --train-data synthetic:1:50:train --out runs/eval")
+    ev.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), a local folder or a hub id")
+    ev.add_argument("--data", action="append", required=True, help="a --data spec; repeat for several")
+    ev.add_argument("--checkpoint", default=None, help="predictor checkpoint folder (polar train)")
+    ev.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES, metavar="METHOD",
+                    help=f"some of {', '.join(METHOD_NAMES)} (default: all)")
+    ev.add_argument("--search", nargs="*", default=None, help="search results (best_static, oracle)")
+    ev.add_argument("--train-data", default=None, help="training problems for ShortGPT's Block Influence")
+    ev.add_argument("--k", type=int, default=5)
+    ev.add_argument("--limit", type=int, default=None, help="first N problems of each --data")
+    ev.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
+    ev.add_argument("--max-new-tokens", type=int, default=None)
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ev.add_argument("--out", required=True, help="output folder (records.jsonl, report.md, summary.json, PNGs)")
+    ev.set_defaults(func=cmd_eval)
+
     data = sub.add_parser("data", help="load a data spec and print its load report",
                           epilog="example: polar data --data mawps:../shared/data/mawps/test.jsonl")
     data.add_argument("--data", required=True)
     data.add_argument("--show", type=int, default=3, help="print the first N problems")
     data.set_defaults(func=cmd_data)
+
+    _add_search_commands(sub)
     return parser
+
+
+def _add_search_commands(sub) -> None:
+    d = SearchConfig()
+    srch = sub.add_parser(
+        "search", help="MCTS over programs per problem; one JSON line per finished problem (resumable)",
+        epilog="example: polar search --data synthetic:1:40:train --space skip+loop --sims 64 "
+               "--out results/search/l1.jsonl --shard 0/2 --threads 1")
+    srch.add_argument("--model", default="default",
+                      help="'default' (SmolLM2-135M-Instruct), a local folder or a hub id")
+    srch.add_argument("--data", required=True, help="PATH, FORMAT:PATH or synthetic:LEVEL:N[:SPLIT[:SEED]]")
+    srch.add_argument("--out", required=True, help="results JSONL (appended; a rerun skips finished problems)")
+    srch.add_argument("--space", default=d.space, choices=SPACES)
+    srch.add_argument("--sims", type=int, default=d.simulations, help="new programs per problem (default %(default)s)")
+    srch.add_argument("--seed", type=int, default=d.seed)
+    srch.add_argument("--batch-size", type=int, default=64, help="rows per generate call (default %(default)s)")
+    srch.add_argument("--limit", type=int, default=None, help="first N problems only (before sharding)")
+    srch.add_argument("--shard", default=None, metavar="I/N", help="search only shard I of N (0 <= I < N)")
+    srch.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    srch.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
+    srch.add_argument("--max-new-tokens", type=int, default=SEARCH_MAX_NEW_TOKENS)
+    srch.add_argument("--no-early-answer", action="store_true",
+                      help="generate to the token budget instead of stopping once the graded answer is final")
+    srch.add_argument("--leaves", type=int, default=d.leaves_per_round, help="leaves per tree per round (virtual loss)")
+    srch.add_argument("--max-block", type=int, default=d.max_block, help="k: entries per skipped/repeated block")
+    srch.add_argument("--max-repeats", type=int, default=d.max_repeats, help="r: extra runs of a repeated block")
+    srch.add_argument("--min-length", type=float, default=d.min_length, help="shortest program, times D")
+    srch.add_argument("--max-length", type=float, default=d.max_length, help="longest program, times D")
+    srch.add_argument("--exploration", type=float, default=d.exploration, help="c in the UCB")
+    srch.add_argument("--length-penalty", type=float, default=d.length_penalty, help="lambda in the UCB")
+    srch.add_argument("--widening", type=float, default=d.widening, help="children <= widening * sqrt(visits)")
+    srch.set_defaults(func=cmd_search)
+
+    merge = sub.add_parser("merge", help="join search shard files into one (duplicates refused)",
+                           epilog="example: polar merge l1.shard0.jsonl l1.shard1.jsonl --out l1.jsonl")
+    merge.add_argument("inputs", nargs="+", help="search results JSONL files")
+    merge.add_argument("--out", required=True, help="new JSONL file")
+    merge.set_defaults(func=cmd_merge)
+
+    export = sub.add_parser("export", help="write search results as PoLar merged_mcts_samples.json",
+                            epilog="example: polar export l1.jsonl --out merged_mcts_samples.json")
+    export.add_argument("inputs", nargs="+", help="search results JSONL files")
+    export.add_argument("--out", required=True, help="JSON file")
+    export.set_defaults(func=cmd_export)
+
+    ana = sub.add_parser("analyze", help="the paper's findings from search results: markdown tables and PNG plots",
+                         epilog="example: polar analyze results/search/l1_skip.jsonl results/search/l1_loop.jsonl "
+                                "--out results/analysis")
+    ana.add_argument("inputs", nargs="+", help="search results JSONL files (one run each)")
+    ana.add_argument("--out", required=True, help="output folder (findings.md, findings.json, *.png)")
+    ana.set_defaults(func=cmd_analyze)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,98 @@
+"""Grading programs: the evaluator interface of the search and its ``polar.generate`` backend.
+
+An evaluator turns a list of ``(problem, program)`` pairs into one grade each. The search hands
+it every leaf of a round at once; :class:`GenerateEvaluator` runs them as ONE batched
+:func:`polar.runtime.generate` call (row ``i``: the problem's prompt with program ``i``), stops
+each row as soon as its graded answer can no longer change (:func:`polar.tasks.answer_rule`,
+the prompt style's stop strings, EOS, or the token budget) and grades the text. Memoisation is
+the search's job (a tree never proposes a program twice), not the evaluator's.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..programs import Program
+from ..runtime import generate
+from ..tasks import Problem, answer_rule, build_prompt, is_correct, stop_strings
+
+#: ``grade(problem, program, text) -> correct``.
+GradeFn = Callable[[Problem, Program, str], bool]
+
+#: The reference implementation's budget; with the early-answer rule few rows ever reach it.
+DEFAULT_MAX_NEW_TOKENS = 50
+
+
+class Evaluator(Protocol):
+    """Grades programs on problems. ``num_layers``: the model depth ``D`` the programs index."""
+
+    num_layers: int
+
+    def evaluate(self, items: Sequence[tuple[Problem, Program]]) -> list[bool]:
+        """One grade per ``(problem, program)``, in order."""
+        ...
+
+
+@dataclass
+class EvaluatorStats:
+    """What an evaluator has done: calls, rows per call, generated tokens, finish reasons."""
+
+    calls: int = 0
+    rows: int = 0
+    rows_per_call: list[int] = field(default_factory=list)
+    generated_tokens: int = 0
+    finish_reasons: Counter = field(default_factory=Counter)
+
+
+def grade_answer(problem: Problem, program: Program, text: str) -> bool:
+    """The default grade: the text's answer is correct for the problem (the program is unused)."""
+    return is_correct(text, problem)
+
+
+class GenerateEvaluator:
+    """Grade programs by generating with them: one :func:`polar.runtime.generate` call per
+    :meth:`evaluate` (greedy, ``max_new_tokens`` at most, the prompt style's stop strings, and
+    with ``early_answer`` the early-answer rule as ``stop_fn``).
+
+    ``grade`` replaces the grader (tests plant rewards with it while the model still runs).
+    """
+
+    def __init__(self, model, tokenizer, prompt_style: str = "fewshot",
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, early_answer: bool = True,
+                 grade: GradeFn = grade_answer):
+        stop_strings(prompt_style)  # ValueError for an unknown style
+        self.model, self.tokenizer = model, tokenizer
+        self.prompt_style = prompt_style
+        self.max_new_tokens = max_new_tokens
+        self.early_answer = early_answer
+        self.grade = grade
+        self.num_layers: int = model.config.num_hidden_layers
+        self.stats = EvaluatorStats()
+        self._prompts: dict[str, str] = {}
+
+    def prompt(self, problem: Problem) -> str:
+        if problem.id not in self._prompts:
+            self._prompts[problem.id] = build_prompt(problem, self.prompt_style, self.tokenizer)
+        return self._prompts[problem.id]
+
+    def generate(self, items: Sequence[tuple[Problem, Program]]):
+        """The :class:`polar.runtime.GenerationResult` of one call over ``items``."""
+        rules = [answer_rule(self.prompt_style, problem) for problem, _ in items]
+        result = generate(self.model, self.tokenizer, [self.prompt(p) for p, _ in items],
+                          [list(program) for _, program in items], self.max_new_tokens,
+                          stop_strings=stop_strings(self.prompt_style),
+                          stop_fn=(lambda row, text: rules[row](text)) if self.early_answer else None)
+        self.stats.calls += 1
+        self.stats.rows += len(items)
+        self.stats.rows_per_call.append(len(items))
+        self.stats.generated_tokens += sum(len(t) for t in result.tokens)
+        self.stats.finish_reasons.update(result.finish_reasons)
+        return result
+
+    def evaluate(self, items: Sequence[tuple[Problem, Program]]) -> list[bool]:
+        if not items:
+            return []
+        texts = self.generate(items).texts
+        return [bool(self.grade(problem, program, text)) for (problem, program), text in zip(items, texts)]

@@ -1,0 +1,239 @@
+"""A search run (``polar search``): many trees, batched rounds, one JSON line per finished problem.
+
+The driver keeps a pool of trees. Each round it asks every tree that fits for its next leaves
+(:meth:`Tree.propose`: the root alone in a tree's first round, then up to ``leaves_per_round``),
+starts new trees from the queue while the batch has room, grades the whole batch with ONE
+:meth:`Evaluator.evaluate` call of at most ``batch_size`` rows and feeds the grades back.
+A tree's rounds are atomic (all its leaves go into one call), so each tree, and so each
+record, is the same whatever the batch size or the other problems.
+
+Every finished problem is appended at once to a :class:`polar.tasks.ResultsFile` (flush +
+fsync) with the PoLar supervision fields (``question``, ``gt_ans``, ``initial_score``,
+``final_valid_transitions``, ``final_invalid_transitions``) and the run's settings; a rerun
+skips finished problems, and a file written with other settings is refused. ``shard=(i, n)``
+keeps the problems whose id hashes to ``i`` modulo ``n``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..models import load_model
+from ..tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, ResultsFile, resolve
+from ._evaluate import DEFAULT_MAX_NEW_TOKENS, Evaluator, GenerateEvaluator
+from ._mcts import SearchConfig, Tree
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """Settings of one search run besides the tree search's own (:class:`SearchConfig`)."""
+
+    model: str = "default"                     # 'default', a local folder or a cached hub id
+    data: str = ""                             # --data spec
+    prompt_style: str = DEFAULT_PROMPT_STYLE   # polar.tasks.PROMPT_STYLES
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    early_answer: bool = True                  # stop rows once the graded answer is final
+    batch_size: int = 64                       # rows per generate call (does not change results)
+    limit: int | None = None                   # first N problems of the data (before sharding)
+    shard: tuple[int, int] | None = None       # (i, n): this run's 1/n of the problems
+    search: SearchConfig = field(default_factory=SearchConfig)
+    progress: bool = True                      # tqdm bar
+
+    def validate(self) -> "SearchRun":
+        """``self`` if the settings are usable, else ``ValueError`` naming the field."""
+        self.search.validate()
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt style {self.prompt_style!r}; expected one of {PROMPT_STYLES}")
+        if self.batch_size < self.search.leaves_per_round:
+            raise ValueError(f"batch size {self.batch_size} is smaller than leaves per round "
+                             f"{self.search.leaves_per_round}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit}")
+        if self.shard is not None:
+            i, n = self.shard
+            if not (n >= 1 and 0 <= i < n):
+                raise ValueError(f"bad shard {i}/{n}; expected I/N with 0 <= I < N")
+        return self
+
+    def settings(self) -> dict:
+        """The fields a results file must agree on (checked on resume and merge)."""
+        return {"model": self.model, "data": self.data, "prompt_style": self.prompt_style,
+                "max_new_tokens": self.max_new_tokens, "early_answer": self.early_answer,
+                **dataclasses.asdict(self.search)}
+
+
+#: Fields of a search record that are run settings (same value in every line of a file).
+SETTINGS_FIELDS: tuple[str, ...] = tuple(SearchRun().settings())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; ``ValueError`` otherwise."""
+    head, sep, tail = text.partition("/")
+    try:
+        i, n = int(head), int(tail)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"bad shard {text!r}; expected I/N with 0 <= I < N, e.g. 0/4")
+    return i, n
+
+
+def shard_of(problem_id: str, num_shards: int) -> int:
+    """The shard (``0 .. num_shards-1``) that owns a problem: a hash of its id, so the partition
+    is the same on every machine and for any order or subset of the data."""
+    digest = hashlib.sha256(problem_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def select_shard(problems: list[Problem], shard: tuple[int, int] | None) -> list[Problem]:
+    """The problems of shard ``(i, n)`` in their order (all of them for ``None``)."""
+    if shard is None:
+        return list(problems)
+    i, n = shard
+    return [p for p in problems if shard_of(p.id, n) == i]
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("polar", "torch", "transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def problem_record(problem: Problem, tree: Tree, wall_s: float) -> dict:
+    """The JSON record of a finished tree (settings are added by the results file)."""
+    nodes = tree.evaluated()
+    valid = [list(n.program) for n in nodes if n.correct]
+    return {
+        "id": problem.id, "question": problem.question, "gt_ans": problem.answer,
+        "source": problem.source, "level": problem.level, "choices": problem.choices,
+        "num_layers": tree.num_layers,
+        "initial_score": 1.0 if tree.root.correct else 0.0,
+        "final_valid_transitions": valid,
+        "final_invalid_transitions": [list(n.program) for n in nodes if not n.correct],
+        "simulations_run": tree.simulations, "programs_evaluated": len(nodes), "valid_programs": len(valid),
+        "exhausted": tree.root.exhausted,
+        "wall_s": round(wall_s, 3),  # from the tree's first round to its last (batches are shared)
+    }
+
+
+@dataclass
+class _Active:
+    problem: Problem
+    tree: Tree
+    started: float
+
+
+def search_problems(problems: list[Problem], evaluator: Evaluator, config: SearchConfig, batch_size: int,
+                    on_finish=None, progress: bool = False) -> dict[str, Tree]:
+    """Search every problem with batched rounds (see the module docstring); ``on_finish(problem,
+    tree, wall_s)`` is called as each tree finishes. Returns ``{problem id: tree}``."""
+    config.validate()
+    repeated = [pid for pid, n in Counter(p.id for p in problems).items() if n > 1]
+    if repeated:
+        raise ValueError(f"problem id {repeated[0]!r} appears twice in the data")
+    if batch_size < config.leaves_per_round:
+        raise ValueError(f"batch size {batch_size} is smaller than leaves per round {config.leaves_per_round}")
+    queue = deque(problems)
+    active: deque[_Active] = deque()
+    trees: dict[str, Tree] = {}
+    evaluated = valid = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(problems), desc="search", unit="problem", disable=not progress)
+    try:
+        while queue or active:
+            batch: list[tuple[_Active, object]] = []
+            served, waiting = [], []
+            for item in active:
+                if len(batch) + item.tree.max_proposals(config.leaves_per_round) > batch_size:
+                    waiting.append(item)
+                    continue
+                batch += [(item, node) for node in item.tree.propose(config.leaves_per_round)]
+                served.append(item)
+            while queue and not waiting and len(batch) < batch_size:
+                problem = queue.popleft()
+                item = _Active(problem, Tree(problem.id, evaluator.num_layers, config), time.perf_counter())
+                trees[problem.id] = item.tree
+                batch += [(item, node) for node in item.tree.propose(config.leaves_per_round)]
+                served.append(item)
+            grades = evaluator.evaluate([(item.problem, node.program) for item, node in batch]) if batch else []
+            for (item, node), correct in zip(batch, grades):
+                item.tree.record(node, correct)
+            evaluated += len(batch)
+            valid += sum(grades)
+            active = deque(waiting)
+            for item in served:
+                if item.tree.finished:
+                    if on_finish is not None:
+                        on_finish(item.problem, item.tree, time.perf_counter() - item.started)
+                    bar.update(1)
+                else:
+                    active.append(item)
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.set_postfix(programs_per_s=f"{evaluated / elapsed:.2f}", valid=f"{valid / max(evaluated, 1):.3f}")
+    finally:
+        bar.close()
+    return trees
+
+
+def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = None,
+               problems: list[Problem] | None = None) -> dict:
+    """Search the problems of ``run.data`` (or ``problems``), appending one record per finished
+    problem to ``out`` and skipping those already there; returns a summary.
+
+    ``evaluator``: default a :class:`GenerateEvaluator` on ``run.model`` (loaded only when some
+    problem is left). Raises ``ValueError`` for bad settings or data and
+    :class:`polar.tasks.SettingsMismatchError` when ``out`` holds other settings, before any
+    model is loaded.
+    """
+    run.validate()
+    if problems is None:
+        problems = resolve(run.data)
+    if run.limit is not None:
+        problems = problems[: run.limit]
+    problems = select_shard(problems, run.shard)
+    store = ResultsFile(out, run.settings())
+    done = store.load()
+    todo = [p for p in problems if p.id not in done]
+    where = f" (shard {run.shard[0]}/{run.shard[1]})" if run.shard else ""
+    logger.info("%d problems%s, %d already in %s, %d to search", len(problems), where, len(problems) - len(todo),
+                out, len(todo))
+    extra = {"batch_size": run.batch_size, "shard": f"{run.shard[0]}/{run.shard[1]}" if run.shard else None,
+             "versions": _versions()}
+
+    def write(problem: Problem, tree: Tree, wall_s: float) -> None:
+        store.append([{**problem_record(problem, tree, wall_s), **extra}])
+
+    if todo and evaluator is None:
+        model, tokenizer = load_model(run.model)
+        evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer)
+    start = time.perf_counter()  # search time only (the model is loaded)
+    if todo:
+        search_problems(todo, evaluator, run.search, run.batch_size, on_finish=write, progress=run.progress)
+    elapsed = time.perf_counter() - start
+    records = [store.records[p.id] for p in problems if p.id in store.records]
+    new = [store.records[p.id] for p in todo]
+    evaluated = sum(r["programs_evaluated"] for r in new)
+    return {
+        "out": str(out), "problems": len(problems), "searched_now": len(todo), "elapsed_s": round(elapsed, 2),
+        "programs_evaluated_now": evaluated, "programs_per_s": round(evaluated / elapsed, 3) if elapsed > 0 else None,
+        "base_accuracy": sum(r["initial_score"] for r in records) / len(records) if records else None,
+        "oracle_accuracy": sum(bool(r["valid_programs"]) for r in records) / len(records) if records else None,
+        "valid_program_rate": (sum(r["valid_programs"] for r in records)
+                               / max(1, sum(r["programs_evaluated"] for r in records))),
+    }
