@@ -30,6 +30,7 @@ from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, SPACES, Se
 from .models import cache_root, load_model
 from .predictor import EmbeddingEncoder, Predictor, TrainConfig, train_from_files
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, read_jsonl, resolve
+from .tasks.workers import RayOptions
 
 logger = logging.getLogger("polar")
 
@@ -80,8 +81,23 @@ def cmd_search(args: argparse.Namespace) -> int:
                     max_new_tokens=args.max_new_tokens, early_answer=not args.no_early_answer,
                     batch_size=args.batch_size, limit=args.limit,
                     shard=parse_shard(args.shard) if args.shard else None, search=search)
-    print(json.dumps(run_search(run, args.out), indent=2))
+    ray = _ray_options(args) if args.ray else None
+    print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads), indent=2))
     return 0
+
+
+def _ray_options(args: argparse.Namespace) -> RayOptions:
+    return RayOptions(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker,
+                      batch_units=args.units_per_task)
+
+
+def _add_ray_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray (optional: pip install 'polar[ray]')")
+    g.add_argument("--ray", action="store_true", help="run on Ray actors; this process is the single writer")
+    g.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    g.add_argument("--workers", type=int, default=2, help="Ray actors, each loading the model once")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0)
+    g.add_argument("--units-per-task", type=int, default=8, help="problems per task sent to an actor")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -121,7 +137,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     methods = build_methods(names, model, tok, k=args.k, seed=args.seed, predictor=predictor,
                             search_records=search_records, shortgpt_problems=train_problems,
                             prompt_style=args.prompt_style)
-    records = run_eval(config, methods, model, tok, args.out, problems=problems)
+    records = run_eval(config, methods, model, tok, args.out, problems=problems,
+                       ray=_ray_options(args) if args.ray else None, threads=args.threads)
     summary = write_report(records, args.k, args.out, title=f"polar eval: {', '.join(args.data)}")
     print(markdown_table(summary, args.k))
     print(f"report: {Path(args.out) / 'report.md'} (summary.json, records.jsonl, *.png beside it)")
@@ -182,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ev.add_argument("--out", required=True, help="output folder (records.jsonl, report.md, summary.json, PNGs)")
+    _add_ray_flags(ev)
     ev.set_defaults(func=cmd_eval)
 
     data = sub.add_parser("data", help="load a data spec and print its load report",
@@ -223,6 +241,7 @@ def _add_search_commands(sub) -> None:
     srch.add_argument("--exploration", type=float, default=d.exploration, help="c in the UCB")
     srch.add_argument("--length-penalty", type=float, default=d.length_penalty, help="lambda in the UCB")
     srch.add_argument("--widening", type=float, default=d.widening, help="children <= widening * sqrt(visits)")
+    _add_ray_flags(srch)
     srch.set_defaults(func=cmd_search)
 
     merge = sub.add_parser("merge", help="join search shard files into one (duplicates refused)",

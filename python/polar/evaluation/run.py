@@ -9,6 +9,7 @@ greedy decoding is deterministic, so this is the same execution, not a cached ve
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -22,8 +23,10 @@ import torch
 import transformers
 from tqdm import tqdm
 
+from ..models import load_model
 from ..runtime import generate
 from ..tasks import Problem, ResultsFile, build_prompt, resolve, stop_strings
+from ..tasks.workers import RayOptions, run_ray
 from .accuracy import DEFAULT_MAX_NEW_TOKENS
 from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, RandomSegmentPrograms,
                       RandomSingleEdits, SearchOracle, StaticPrograms, best_static_programs)
@@ -74,9 +77,34 @@ def load_problems(config: EvalConfig) -> list[tuple[str, Problem]]:
     return out
 
 
+class EvalWorker:
+    """Evaluates batches of ``(spec, problem)`` units with its own model (a Ray actor's worker)."""
+
+    def __init__(self, config: EvalConfig, methods: Sequence[Method], threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.tokenizer = load_model(config.model)
+        if torch.cuda.is_available():
+            self.model = self.model.to("cuda")
+        self.config, self.methods = config, list(methods)
+
+    def run(self, units: list[tuple[str, Problem]]) -> list[dict]:
+        max_new = self.config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.config.prompt_style]
+        start = time.perf_counter()
+        seed = int(hashlib.sha256(_key(*units[0]).encode()).hexdigest()[:8], 16) + self.config.seed
+        records = _run_chunk(units, self.methods, self.model, self.tokenizer, self.config, max_new,
+                             stop_strings(self.config.prompt_style), seed)
+        for rec in records:
+            rec["wall_s"] = round((time.perf_counter() - start) / len(units), 4)
+        return records
+
+
 def run_eval(config: EvalConfig, methods: Sequence[Method], model, tokenizer, out_dir: str | Path,
-             problems: list[tuple[str, Problem]] | None = None) -> list[dict]:
+             problems: list[tuple[str, Problem]] | None = None, ray: RayOptions | None = None,
+             threads: int | None = None) -> list[dict]:
     """Run ``methods`` on the problems of ``config.data``; returns all records (old and new).
+    ``ray``: on Ray actors (:class:`EvalWorker`, ``ray.batch_units`` problems per task, this process
+    the single writer); sampled candidates then depend on how problems were grouped.
 
     Raises ``ValueError`` for bad settings and :class:`~polar.tasks.SettingsMismatchError` when
     ``out_dir/records.jsonl`` holds another run's results."""
@@ -94,6 +122,10 @@ def run_eval(config: EvalConfig, methods: Sequence[Method], model, tokenizer, ou
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "config.json").write_text(json.dumps({**asdict(config), **settings, "versions": _versions()},
                                                           indent=2) + "\n")
+    if ray is not None and todo:
+        run_ray(todo, functools.partial(EvalWorker, config, list(methods), threads), store, ray, desc="eval",
+                key=lambda unit: _key(*unit))
+        return [store.records[_key(s, p)] for s, p in problems]
     stop = stop_strings(config.prompt_style)
     with tqdm(total=len(todo), desc="eval", unit="problem") as bar:
         for c in range(0, len(todo), config.chunk_problems):

@@ -16,6 +16,7 @@ keeps the problems whose id hashes to ``i`` modulo ``n``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -24,10 +25,12 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from ..models import load_model
 from ..tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, ResultsFile, resolve
+from ..tasks.workers import RayOptions, run_ray
 from ._evaluate import DEFAULT_MAX_NEW_TOKENS, Evaluator, GenerateEvaluator
 from ._mcts import SearchConfig, Tree
 
@@ -191,15 +194,38 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
     return trees
 
 
+class SearchWorker:
+    """Searches batches of problems with its own model (a :mod:`polar.tasks.workers` worker):
+    built once per Ray actor, on the actor's GPU when it has one."""
+
+    def __init__(self, run: SearchRun, threads: int | None = None, extra: dict | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        model, tokenizer = load_model(run.model)
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        self.run_settings, self.extra = run, dict(extra or {})
+        self.evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer)
+
+    def run(self, problems: list[Problem]) -> list[dict]:
+        records: list[dict] = []
+        search_problems(problems, self.evaluator, self.run_settings.search, self.run_settings.batch_size,
+                        on_finish=lambda p, tree, wall: records.append({**problem_record(p, tree, wall), **self.extra}))
+        return records
+
+
 def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = None,
-               problems: list[Problem] | None = None) -> dict:
+               problems: list[Problem] | None = None, ray: RayOptions | None = None,
+               threads: int | None = None) -> dict:
     """Search the problems of ``run.data`` (or ``problems``), appending one record per finished
     problem to ``out`` and skipping those already there; returns a summary.
 
     ``evaluator``: default a :class:`GenerateEvaluator` on ``run.model`` (loaded only when some
     problem is left). Raises ``ValueError`` for bad settings or data and
     :class:`polar.tasks.SettingsMismatchError` when ``out`` holds other settings, before any
-    model is loaded.
+    model is loaded. ``ray``: run the problems on Ray actors instead (:func:`polar.tasks.workers.run_ray`;
+    each actor loads the model once and searches batches of ``ray.batch_units`` problems; trees are
+    seeded per problem, so the records equal a local run's); ``threads`` per actor.
     """
     run.validate()
     if problems is None:
@@ -219,18 +245,27 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
     def write(problem: Problem, tree: Tree, wall_s: float) -> None:
         store.append([{**problem_record(problem, tree, wall_s), **extra}])
 
+    if todo and ray is not None:  # the actors load the model; this process only writes
+        start = time.perf_counter()
+        run_ray(todo, functools.partial(SearchWorker, run, threads, extra), store, ray, desc="search")
+        searched = [p for p in todo if not store.records[p.id].get("failed")]
+        return _summary(out, problems, searched, store, time.perf_counter() - start)
     if todo and evaluator is None:
         model, tokenizer = load_model(run.model)
         evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer)
     start = time.perf_counter()  # search time only (the model is loaded)
     if todo:
         search_problems(todo, evaluator, run.search, run.batch_size, on_finish=write, progress=run.progress)
-    elapsed = time.perf_counter() - start
-    records = [store.records[p.id] for p in problems if p.id in store.records]
+    return _summary(out, problems, todo, store, time.perf_counter() - start)
+
+
+def _summary(out, problems: list[Problem], todo: list[Problem], store: ResultsFile, elapsed: float) -> dict:
+    records = [store.records[p.id] for p in problems if p.id in store.records and not store.records[p.id].get("failed")]
     new = [store.records[p.id] for p in todo]
     evaluated = sum(r["programs_evaluated"] for r in new)
     return {
         "out": str(out), "problems": len(problems), "searched_now": len(todo), "elapsed_s": round(elapsed, 2),
+        "failed": sum(1 for p in problems if store.records.get(p.id, {}).get("failed")),
         "programs_evaluated_now": evaluated, "programs_per_s": round(evaluated / elapsed, 3) if elapsed > 0 else None,
         "base_accuracy": sum(r["initial_score"] for r in records) / len(records) if records else None,
         "oracle_accuracy": sum(bool(r["valid_programs"]) for r in records) / len(records) if records else None,
