@@ -41,13 +41,16 @@ def main() -> None:
     ap.add_argument("--policy", default=DEFAULT_POLICY)
     ap.add_argument("--new", type=int, default=NEW_TOKENS)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--share-prefix", action="store_true", help="run with shared prefixes (DESIGN.md 4b)")
     args = ap.parse_args()
+    share = args.share_prefix
     model, desc = Models().get(args.model)
     batch = get_batch(args.model, model, args.B)
     progs, inputs = batch.programs, batch.inputs
     calls = {
-        "decode": lambda: polar.generate(model, None, inputs, progs, args.new, eos_token_id=[], policy=args.policy),
-        "prefill": lambda: polar.batched_execute(model, progs, inputs, policy=args.policy),
+        "decode": lambda: polar.generate(model, None, inputs, progs, args.new, eos_token_id=[], policy=args.policy,
+                                         share_prefix=share),
+        "prefill": lambda: polar.batched_execute(model, progs, inputs, policy=args.policy, share_prefix=share),
         "hf_decode": lambda: fixed_generate(model, inputs, args.new),
         "hf_prefill": lambda: fixed_forward(model, inputs),
     }

@@ -8,7 +8,7 @@ same call with one new token (prefill + first token, no decode pass), so that
 ``time(32) - time(1)`` isolates the 31 decode passes.
 
 Work (row-layer x token applications): polar ``sum(len) * T + decode_row_layers``; fixed depth
-``B * D * (T + 31)``.
+``B * D * (T + 31)``. Prefix sharing is off (``share_prefix=False``), as in ``test_prefill.py``.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def test_decode(benchmark, models, model_name, B, variant):
         decode_work = B * D * (new - 1)
     elif variant.startswith("polar_"):
         policy = variant.split("_")[1]
-        fn = lambda: polar.generate(model, None, inputs, progs, new, eos_token_id=[], policy=policy)  # noqa: E731
+        fn = lambda: polar.generate(model, None, inputs, progs, new, eos_token_id=[], policy=policy,
+                                         share_prefix=False)  # noqa: E731
         work = decode_work = None
     else:
         fn = lambda: one_at_a_time_generate(model, progs, inputs, new)  # noqa: E731

@@ -1,7 +1,9 @@
 """Prefill throughput: heterogeneous programs in one batch vs the fixed-depth forward.
 
 Figure of merit: row-layer throughput ``sum(len(program)) * T / s`` relative to the fixed-depth
-forward's ``B * D * T / s`` on the same inputs (DESIGN.md section 6).
+forward's ``B * D * T / s`` on the same inputs (DESIGN.md section 6). Prefix sharing is off
+(``share_prefix=False``): these suites measure the executor doing all of the work; sharing is
+measured by ``bench/shared_prefix.py``.
 """
 from __future__ import annotations
 
@@ -43,11 +45,11 @@ def test_prefill(benchmark, models, model_name, B, variant):
     if variant == "fixed_hf":
         fn, row_layers = (lambda: fixed_forward(model, inputs)), B * D
     elif variant == "fixed_polar":
-        fn, row_layers = (lambda: polar.batched_execute(model, polar.full(D), inputs).logits), B * D
+        fn, row_layers = (lambda: polar.batched_execute(model, polar.full(D), inputs, share_prefix=False).logits), B * D
     elif variant in polar.runtime.POLICIES:
         pk = polar.pack(progs)
         info["waves"] = polar.plan_waves(pk, variant).num_waves
-        fn, row_layers = (lambda: polar.batched_execute(model, progs, inputs, policy=variant).logits), batch.program_steps
+        fn, row_layers = (lambda: polar.batched_execute(model, progs, inputs, policy=variant, share_prefix=False).logits), batch.program_steps
     elif variant == "padded":
         key = (model_name, B)
         if key not in _SUPERSEQ:

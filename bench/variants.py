@@ -53,14 +53,15 @@ def padded_execute(model, programs: Sequence[Sequence[int]], inputs: dict[str, t
 
 def one_at_a_time_execute(model, programs: Sequence[Sequence[int]], inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """``polar.batched_execute`` on each row alone with its own program: ``[B, V]``."""
-    return torch.cat([polar.batched_execute(model, [p], row_inputs(inputs, r)).logits
+    return torch.cat([polar.batched_execute(model, [p], row_inputs(inputs, r), share_prefix=False).logits
                       for r, p in enumerate(programs)])
 
 
 def one_at_a_time_generate(model, programs: Sequence[Sequence[int]], inputs: dict[str, torch.Tensor],
                            max_new_tokens: int) -> list[polar.GenerationResult]:
     """``polar.generate`` on each row alone (greedy, no EOS)."""
-    return [polar.generate(model, None, row_inputs(inputs, r), [p], max_new_tokens, eos_token_id=[])
+    return [polar.generate(model, None, row_inputs(inputs, r), [p], max_new_tokens, eos_token_id=[],
+                           share_prefix=False)
             for r, p in enumerate(programs)]
 
 

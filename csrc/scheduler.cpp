@@ -5,6 +5,7 @@
 #include "scheduler.h"
 
 #include <algorithm>
+#include <numeric>
 #include <stdexcept>
 
 namespace polar {
@@ -235,6 +236,123 @@ Waves plan_waves(const int32_t* offsets, int64_t batch, const int32_t* layers, i
     plan_bound(offsets, batch, layers, max_layer + 1, out);
   } else {
     plan_step(offsets, batch, layers, max_layer + 1, out);
+  }
+  return out;
+}
+
+Units build_units(const int32_t* offsets, int64_t batch, const int32_t* layers, int64_t n_layers,
+                  const int32_t* member_row, const int32_t* member_group, int64_t n_members) {
+  int32_t unused = -1;
+  check_programs(offsets, batch, layers, n_layers, -1, &unused);
+  for (int64_t m = 0; m < n_members; ++m) {
+    const int32_t r = member_row[m];
+    if (r < 0 || r >= batch)
+      throw std::invalid_argument("member " + std::to_string(m) + ": row " + std::to_string(r) + " outside [0, " +
+                                  std::to_string(batch) + ")");
+    if (member_group[m] < 0) throw std::invalid_argument("member " + std::to_string(m) + ": negative group");
+    if (offsets[r + 1] == offsets[r])
+      throw std::invalid_argument("member " + std::to_string(m) + ": row " + std::to_string(r) + " has an empty program");
+  }
+  auto begin = [&](int64_t m) { return layers + offsets[member_row[m]]; };
+  auto end = [&](int64_t m) { return layers + offsets[member_row[m] + 1]; };
+  // Members by (group, program in lexicographic order, member index).
+  std::vector<int32_t> order(n_members);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    if (member_group[a] != member_group[b]) return member_group[a] < member_group[b];
+    return std::lexicographical_compare(begin(a), end(a), begin(b), end(b));
+  });
+  Units u;
+  std::vector<int32_t> member_start(n_members + 1, 0);
+  for (int64_t m = 0; m < n_members; ++m)
+    member_start[m + 1] = member_start[m] + (offsets[member_row[m] + 1] - offsets[member_row[m]]);
+  u.member_units.assign(member_start[n_members], -1);
+  u.member_lane.assign(n_members, -1);
+  int32_t prev = -1;
+  for (int32_t m : order) {
+    const int32_t len = static_cast<int32_t>(end(m) - begin(m));
+    int32_t lcp = 0;
+    bool same = false;
+    if (prev >= 0 && member_group[prev] == member_group[m]) {
+      const int32_t prev_len = static_cast<int32_t>(end(prev) - begin(prev));
+      const int32_t* a = begin(prev);
+      const int32_t* b = begin(m);
+      while (lcp < prev_len && lcp < len && a[lcp] == b[lcp]) ++lcp;
+      same = lcp == len && lcp == prev_len;
+    }
+    int32_t* path = u.member_units.data() + member_start[m];
+    if (prev >= 0) std::copy_n(u.member_units.data() + member_start[prev], lcp, path);
+    if (same) {
+      u.member_lane[m] = u.member_lane[prev];
+    } else {  // sorted order: a strict prefix comes before its extensions, so lcp < len here
+      const int32_t lane = static_cast<int32_t>(u.lane_end.size());
+      for (int32_t s = lcp; s < len; ++s) {
+        path[s] = static_cast<int32_t>(u.parent.size());
+        u.parent.push_back(s == 0 ? -1 : path[s - 1]);
+        u.layer.push_back(begin(m)[s]);
+        u.group.push_back(member_group[m]);
+        u.step.push_back(s);
+        u.lane.push_back(lane);
+      }
+      u.lane_end.push_back(path[len - 1]);
+      u.member_lane[m] = lane;
+    }
+    prev = m;
+  }
+  return u;
+}
+
+Waves plan_unit_waves(const int32_t* parent, const int32_t* layer, int64_t n_units, const int32_t* lane_end,
+                      int64_t n_lanes, Policy policy, int32_t num_layers) {
+  for (int64_t i = 0; i < n_units; ++i) {
+    if (parent[i] < -1 || parent[i] >= i)
+      throw std::invalid_argument("unit " + std::to_string(i) + ": parent " + std::to_string(parent[i]) +
+                                  " must be -1 or an earlier unit");
+  }
+  // Each lane's chain of units, root first.
+  std::vector<int32_t> chain_offsets(n_lanes + 1, 0), chain_units, chain_layers;
+  std::vector<char> on_chain(n_units, 0);
+  for (int64_t c = 0; c < n_lanes; ++c) {
+    const int32_t e = lane_end[c];
+    if (e < 0 || e >= n_units)
+      throw std::invalid_argument("lane " + std::to_string(c) + ": end unit " + std::to_string(e) + " outside [0, " +
+                                  std::to_string(n_units) + ")");
+    const size_t first = chain_units.size();
+    for (int32_t x = e; x >= 0; x = parent[x]) {
+      chain_units.push_back(x);
+      on_chain[x] = 1;
+    }
+    std::reverse(chain_units.begin() + first, chain_units.end());
+    chain_offsets[c + 1] = static_cast<int32_t>(chain_units.size());
+  }
+  for (int64_t i = 0; i < n_units; ++i)
+    if (!on_chain[i]) throw std::invalid_argument("unit " + std::to_string(i) + " lies on no lane");
+  chain_layers.reserve(chain_units.size());
+  for (int32_t x : chain_units) chain_layers.push_back(layer[x]);
+  const Waves lanes = plan_waves(chain_offsets.data(), n_lanes, chain_layers.data(),
+                                 static_cast<int64_t>(chain_layers.size()), policy, num_layers);
+  // Keep each unit's first appearance; a later one in another wave would break the plan.
+  Waves out;
+  out.wave_offsets.push_back(0);
+  out.rows.reserve(n_units);
+  out.steps.reserve(n_units);
+  std::vector<int32_t> wave_of(n_units, -1), depth(n_units, 0);
+  for (int64_t i = 0; i < n_units; ++i) depth[i] = parent[i] < 0 ? 0 : depth[parent[i]] + 1;
+  const int64_t n_waves = static_cast<int64_t>(lanes.wave_layers.size());
+  for (int64_t w = 0; w < n_waves; ++w) {
+    const size_t first = out.rows.size();
+    for (int32_t j = lanes.wave_offsets[w]; j < lanes.wave_offsets[w + 1]; ++j) {
+      const int32_t x = chain_units[chain_offsets[lanes.rows[j]] + lanes.steps[j]];
+      if (wave_of[x] == w) continue;
+      if (wave_of[x] >= 0)
+        throw std::logic_error("unit " + std::to_string(x) + " planned in two waves (internal error)");
+      wave_of[x] = static_cast<int32_t>(w);
+      out.rows.push_back(x);
+    }
+    std::sort(out.rows.begin() + first, out.rows.end());
+    for (size_t j = first; j < out.rows.size(); ++j) out.steps.push_back(depth[out.rows[j]]);
+    out.wave_layers.push_back(lanes.wave_layers[w]);
+    out.wave_offsets.push_back(static_cast<int32_t>(out.rows.size()));
   }
   return out;
 }

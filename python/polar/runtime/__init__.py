@@ -5,9 +5,14 @@ Data flow: programs -> CSR :mod:`.packing` -> waves planned by the compiled sche
 :mod:`.adapters` with :mod:`.masks` / positions and the step-indexed :mod:`.cache` ->
 logits (:mod:`.executor`) or tokens (:mod:`.generation`). :mod:`.reference` holds the plain
 no-cache loops everything is tested against.
+
+Shared prefixes (DESIGN.md section 4b, on by default): :mod:`.units` plans the states several
+rows share (a radix tree over the prompts x a program trie per tree node; waves over these units
+from the compiled scheduler) and :mod:`.shared` runs them, keys/values stored once in a
+:class:`PooledKVCache` and read by every row that shares them.
 """
 from .adapters import SUPPORTED_MODEL_TYPES, ModelAdapter, UnsupportedModelError, get_adapter
-from .cache import StepKVCache
+from .cache import PooledKVCache, StepKVCache
 from .executor import ExecutionResult, batched_execute
 from .generation import GenerationResult, generate, stop_end
 from .packing import PackedPrograms, pack
@@ -17,7 +22,7 @@ from .schedule import DEFAULT_POLICY, POLICIES, Waves, plan_waves, plan_waves_re
 
 __all__ = [
     "BACKENDS", "DEFAULT_POLICY", "POLICIES", "SUPPORTED_MODEL_TYPES", "ExecutionResult", "GenerationResult",
-    "ModelAdapter", "PackedPrograms", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
+    "ModelAdapter", "PackedPrograms", "PooledKVCache", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
     "generate", "get_adapter", "pack", "plan_waves", "plan_waves_reference", "reference_forward",
     "reference_generate", "stop_end",
 ]

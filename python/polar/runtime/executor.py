@@ -5,6 +5,11 @@ The programs are packed (CSR), planned into waves by the compiled scheduler, and
 gathers its rows' hidden states, applies one decoder layer to them as a dense batch, and
 scatters the result back. Positions count real tokens only, so a row's result does not depend
 on how much (left or right) padding the batch gives it.
+
+With ``share_prefix=True`` (the default) states that several rows share are computed once
+(DESIGN.md section 4b; :mod:`.units` plans, :mod:`.shared` runs): rows with the same prompt
+share every step of their common program prefix, and rows whose prompts start with the same
+tokens share those positions' states for every program prefix they have in common.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import torch
 
 from ..programs import Program, validate_programs
 from .adapters import ModelAdapter, get_adapter
-from .cache import StepKVCache
+from .cache import PooledKVCache, StepKVCache
 from .inputs import prepare_inputs
 from .masks import PassContext, last_token_states, token_positions
 from .packing import pack
 from .runners import WaveRunner, WaveStep, get_runner, prepare_waves
 from .schedule import DEFAULT_POLICY, check_policy, plan_waves
+from .shared import prefill_all_states, prefill_logits, run_prefill
+from .units import build_prompt_tree, plan_prefill
 
 
 @dataclass
@@ -28,7 +35,10 @@ class ExecutionResult:
 
     ``logits``: ``[B, V]`` at each row's last real token, or ``[B, T, V]`` with
     ``all_positions=True``. ``executed_layers``/``unique_layers``: one int per row (program
-    length / distinct layers). ``num_waves``: waves the scheduler planned.
+    length / distinct layers). ``num_waves``: waves the scheduler planned. ``work``: layer
+    applications x real token columns computed; ``work_unshared``: the same without prefix
+    sharing, ``sum over rows of len(program) x real tokens`` (equal when ``share_prefix=False``;
+    pad columns are not counted in either).
     """
 
     logits: torch.Tensor
@@ -36,6 +46,8 @@ class ExecutionResult:
     unique_layers: list[int]
     num_waves: int
     programs: list[Program]
+    work: int = 0
+    work_unshared: int = 0
 
 
 def prefill(adapter: ModelAdapter, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -51,7 +63,8 @@ def prefill(adapter: ModelAdapter, input_ids: torch.Tensor, attention_mask: torc
 
 @torch.inference_mode()
 def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, all_positions: bool = False,
-                    max_program_length: int | None = None, backend: str = "auto") -> ExecutionResult:
+                    max_program_length: int | None = None, backend: str = "auto",
+                    share_prefix: bool = True) -> ExecutionResult:
     """Run row ``r`` of ``inputs`` through ``programs[r]`` and return its logits.
 
     Args:
@@ -66,6 +79,10 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
         backend: ``"hf"`` (call each Hugging Face decoder layer on gathered rows), ``"fused"``
             (:mod:`polar.runtime.fused`: gathered norm / residual scatter kernels around the layer's
             parts), or ``"auto"`` (fused on CUDA, hf elsewhere). Same results either way.
+        share_prefix: compute each state that several rows share once (DESIGN.md section 4b):
+            the same program prefix on the same prompt, and the same program prefix on a common
+            prompt prefix. Same results as ``False`` up to float rounding (different batch
+            shapes); with ``all_positions`` pad columns then hold the logits of a zero state.
 
     Raises:
         ValueError: bad programs (naming the row), bad inputs, unknown policy; before any compute.
@@ -77,14 +94,29 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
     input_ids, attention_mask = prepare_inputs(inputs, adapter.vocab_size, adapter.device)
     progs = validate_programs(programs, input_ids.shape[0], adapter.num_layers, max_program_length)
     packed = pack(progs)
-    waves = plan_waves(packed, policy, adapter.num_layers)
-    steps = prepare_waves(waves, len(progs), adapter.device)
-    hidden = prefill(adapter, input_ids, attention_mask, steps, runner)
-    logits = adapter.logits(hidden if all_positions else last_token_states(hidden, attention_mask))
+    work_unshared = int((packed.lengths().long() * attention_mask.sum(-1).cpu()).sum())
+    if share_prefix:
+        plan = plan_prefill(build_prompt_tree(input_ids, attention_mask), packed, policy, adapter.num_layers,
+                            adapter.device)
+        cache = PooledKVCache(plan.pool_entries, adapter.num_kv_heads, adapter.head_dim, adapter.dtype, adapter.device)
+        buffers = run_prefill(adapter, runner, plan, cache)
+        if all_positions:
+            logits = adapter.logits(prefill_all_states(plan, buffers, attention_mask))
+        else:
+            logits = prefill_logits(adapter, plan, buffers)
+        num_waves, work = plan.num_waves, plan.work
+    else:
+        waves = plan_waves(packed, policy, adapter.num_layers)
+        steps = prepare_waves(waves, len(progs), adapter.device)
+        hidden = prefill(adapter, input_ids, attention_mask, steps, runner)
+        logits = adapter.logits(hidden if all_positions else last_token_states(hidden, attention_mask))
+        num_waves, work = waves.num_waves, work_unshared
     return ExecutionResult(
         logits=logits,
         executed_layers=[len(p) for p in progs],
         unique_layers=[p.unique_layers for p in progs],
-        num_waves=waves.num_waves,
+        num_waves=num_waves,
         programs=progs,
+        work=work,
+        work_unshared=work_unshared,
     )

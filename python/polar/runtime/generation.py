@@ -3,6 +3,11 @@
 Prefill runs every row's program over its prompt, writing each step's keys/values into the
 step's own slot; each decode step is a scheduled pass over the active rows that appends one
 column. Rows stop independently (EOS, stop strings, token budget) and leave the batch.
+
+With ``share_prefix=True`` (the default) :class:`.shared.SharedGeneration` runs prefill and decode
+instead: states shared by several rows (same program prefix on the same prompt or on a common
+prompt prefix; in decode, the same program prefix on the same prompt and the same tokens so far)
+are computed once, and their keys/values are stored once and read by every row that shares them.
 """
 from __future__ import annotations
 
@@ -18,8 +23,10 @@ from .executor import prefill
 from .inputs import prepare_inputs
 from .masks import PassContext, last_token_states, token_positions
 from .packing import pack
-from .runners import WaveStep, get_runner, prepare_waves
+from .packing import PackedPrograms
+from .runners import WaveRunner, WaveStep, get_runner, prepare_waves
 from .schedule import DEFAULT_POLICY, check_policy, plan_waves
+from .shared import SharedGeneration
 
 
 @dataclass
@@ -30,7 +37,15 @@ class GenerationResult:
     after the first stop string) when a tokenizer was given; ``finish_reasons``: ``"eos"``,
     ``"stop"``, ``"rule"`` (``stop_fn``) or ``"length"``; ``executed_layers``/``unique_layers``: program length / distinct
     layers per row; ``prefill_waves``/``decode_waves``: waves run (decode: summed over steps);
-    ``decode_row_layers``: row-layer applications done by decode steps (active rows only).
+    ``decode_row_layers``: row-layer applications done by decode steps (active rows only; with
+    ``share_prefix`` a state shared by several rows counts once).
+
+    Work, in layer applications x token columns (pad columns not counted): ``prefill_work`` and
+    ``decode_work`` done, ``prefill_work_unshared``/``decode_work_unshared`` what the same call
+    does without prefix sharing (equal when ``share_prefix=False``). ``cache_entries``: key (=
+    value) columns of KV cache used, each ``num_layers``-independent ``[H_kv, head_dim]``;
+    ``cache_entries_unshared``: what the unshared cache allocates (``N x (T + max_new_tokens)``,
+    ``N`` = total program steps, ``T`` = padded prompt length).
     """
 
     tokens: list[list[int]]
@@ -43,6 +58,12 @@ class GenerationResult:
     decode_waves: int = 0
     decode_steps: int = 0
     decode_row_layers: int = 0
+    prefill_work: int = 0
+    prefill_work_unshared: int = 0
+    decode_work: int = 0
+    decode_work_unshared: int = 0
+    cache_entries: int = 0
+    cache_entries_unshared: int = 0
 
 
 def _tokenize(tokenizer, inputs):
@@ -116,15 +137,60 @@ class _DecodePlan:
     row_layers: int
 
 
-@dataclass
-class _DecodeState:
-    """Loop state of :func:`generate`: the active rows and the growing key metadata."""
+class _PlainGeneration:
+    """Prefill and decode without prefix sharing: one KV slot per (row, step), every row computes
+    its own states. Same interface and counters as :class:`.shared.SharedGeneration`."""
 
-    active: list[int]                 # batch rows still generating, ascending
-    key_valid: torch.Tensor           # [B, L] bool: real-token columns (prompt + generated)
-    key_pos: torch.Tensor             # [B, L] long: RoPE position of each column
-    n_real: torch.Tensor              # [B]: real prompt tokens per row
-    plan: _DecodePlan | None = None
+    def __init__(self, adapter, runner: WaveRunner, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 packed: PackedPrograms, policy: str, max_new_tokens: int):
+        self.adapter, self.runner, self.packed, self.policy = adapter, runner, packed, policy
+        self.input_ids, self.attention_mask = input_ids, attention_mask
+        B, T = input_ids.shape
+        device = adapter.device
+        self.T = T
+        self.slot_base = packed.offsets[:-1].long()                        # [B] first slot of each row
+        L = T + max_new_tokens
+        self.cache = StepKVCache(packed.total_steps, adapter.num_kv_heads, L, adapter.head_dim, adapter.dtype, device)
+        self.key_valid = torch.zeros(B, L, dtype=torch.bool, device=device)  # real-token columns
+        self.key_pos = torch.zeros(B, L, dtype=torch.long, device=device)    # RoPE position of each column
+        self.key_valid[:, :T] = attention_mask.bool()
+        self.key_pos[:, :T] = token_positions(attention_mask)
+        self.n_real = attention_mask.sum(-1)                                 # [B]
+        self.waves = plan_waves(packed, policy, adapter.num_layers)
+        self.active: list[int] | None = None
+        self.plan: _DecodePlan | None = None
+        self.prefill_waves = self.waves.num_waves
+        self.prefill_work = self.prefill_work_unshared = int((packed.lengths().long() * self.n_real.cpu()).sum())
+        self.decode_waves = self.decode_work = self.decode_work_unshared = 0
+        self.cache_entries = self.cache.entries
+
+    def prefill(self) -> torch.Tensor:
+        B = self.input_ids.shape[0]
+        steps = prepare_waves(self.waves, B, self.adapter.device, self.slot_base)
+        hidden = prefill(self.adapter, self.input_ids, self.attention_mask, steps, self.runner, self.cache)
+        return self.adapter.logits(last_token_states(hidden, self.attention_mask))  # [B, V]
+
+    def decode(self, active: list[int], tokens: torch.Tensor, t: int) -> torch.Tensor:
+        adapter, device = self.adapter, self.adapter.device
+        if active != self.active:
+            self.active = list(active)
+            sub = self.packed.subset(active)
+            sub_waves = plan_waves(sub, self.policy, adapter.num_layers)
+            self.plan = _DecodePlan(sub_waves.num_waves,
+                                    prepare_waves(sub_waves, len(active), device, self.slot_base[active]),
+                                    sub.total_steps)
+        rows = torch.tensor(active, device=device)                          # [n]
+        col = self.T + t
+        self.key_valid[rows, col] = True
+        self.key_pos[rows, col] = self.n_real[rows] + t
+        hidden = adapter.embed(tokens[:, None])                             # [n, 1, d]
+        ctx = PassContext(adapter, hidden, self.key_valid[rows, : col + 1], self.key_pos[rows, : col + 1],
+                          torch.tensor([col], device=device), self.key_pos[rows, col : col + 1])
+        hidden = self.runner.run(adapter, hidden, self.plan.steps, ctx, self.cache, start_col=col)  # [n, 1, d]
+        self.decode_waves += self.plan.num_waves
+        self.decode_work += self.plan.row_layers
+        self.decode_work_unshared += self.plan.row_layers
+        return adapter.logits(hidden[:, -1])                                # [n, V]
 
 
 @torch.inference_mode()
@@ -133,7 +199,8 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
              eos_token_id: int | Sequence[int] | None = None, stop_strings: Sequence[str] | None = None,
              stop_fn: Callable[[int, str], bool] | None = None,
              seed: int | None = None, policy: str = DEFAULT_POLICY,
-             max_program_length: int | None = None, backend: str = "auto") -> GenerationResult:
+             max_program_length: int | None = None, backend: str = "auto",
+             share_prefix: bool = True) -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
 
     ``inputs``: text (str or list of str, needs ``tokenizer``; left-padded), a dict/BatchEncoding
@@ -145,7 +212,10 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     returns True for the decoded new text so far (needs ``tokenizer``; reason ``"rule"``; e.g. an
     answer that can no longer change), or after ``max_new_tokens``. ``programs``: one per row
     (lists of layer indices or :class:`polar.CompactProgram`), or one :class:`polar.Program` for
-    all. ``policy`` and ``backend`` are as in :func:`polar.batched_execute`.
+    all. ``policy``, ``backend`` and ``share_prefix`` are as in :func:`polar.batched_execute`
+    (with ``share_prefix``, decode also shares: rows with the same prompt, the same tokens so far
+    and a common program prefix compute that prefix's new column once). Tokens are the same with
+    sharing on or off (logits agree up to float rounding).
 
     Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
     """
@@ -161,31 +231,20 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
     eos = _eos_ids(model, tokenizer, eos_token_id)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    device = adapter.device
 
     packed = pack(progs)
-    slot_base = packed.offsets[:-1].long()                            # [B] first slot of each row
-    L = T + max_new_tokens
-    cache = StepKVCache(packed.total_steps, adapter.num_kv_heads, L, adapter.head_dim, adapter.dtype, device)
-    state = _DecodeState(active=list(range(B)),
-                         key_valid=torch.zeros(B, L, dtype=torch.bool, device=device),
-                         key_pos=torch.zeros(B, L, dtype=torch.long, device=device),
-                         n_real=attention_mask.sum(-1))
-    state.key_valid[:, :T] = attention_mask.bool()
-    state.key_pos[:, :T] = token_positions(attention_mask)
-
-    waves = plan_waves(packed, policy, adapter.num_layers)
-    hidden = prefill(adapter, input_ids, attention_mask, prepare_waves(waves, B, device, slot_base), runner, cache)
-    logits = adapter.logits(last_token_states(hidden, attention_mask))  # [B, V]
+    engine_cls = SharedGeneration if share_prefix else _PlainGeneration
+    engine = engine_cls(adapter, runner, input_ids, attention_mask, packed, policy, max_new_tokens)
+    logits = engine.prefill()                                               # [B, V]
     result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
                               executed_layers=[len(p) for p in progs],
-                              unique_layers=[p.unique_layers for p in progs], programs=progs,
-                              prefill_waves=waves.num_waves)
+                              unique_layers=[p.unique_layers for p in progs], programs=progs)
 
+    active = list(range(B))                                                 # rows still generating, ascending
     for t in range(max_new_tokens):
         next_tokens = select_tokens(logits, do_sample, temperature, top_p, top_k, generator)  # [n_active]
         keep = []
-        for i, (row, tok) in enumerate(zip(state.active, next_tokens.tolist())):
+        for i, (row, tok) in enumerate(zip(active, next_tokens.tolist())):
             result.tokens[row].append(tok)
             reason = _finish_reason(tok, eos, tokenizer, result.tokens[row], stop_strings, stop_fn, row)
             if reason is None:
@@ -194,28 +253,18 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
                 result.finish_reasons[row] = reason
         if not keep or t == max_new_tokens - 1:
             break
-        if len(keep) < len(state.active) or state.plan is None:
-            if len(keep) < len(state.active):
-                state.active = [state.active[i] for i in keep]
-                next_tokens = next_tokens[torch.tensor(keep, device=next_tokens.device)]
-            sub = packed.subset(state.active)
-            sub_waves = plan_waves(sub, policy, adapter.num_layers)
-            state.plan = _DecodePlan(sub_waves.num_waves,
-                                     prepare_waves(sub_waves, len(state.active), device, slot_base[state.active]),
-                                     sub.total_steps)
-        rows = torch.tensor(state.active, device=device)              # [n]
-        col = T + t
-        state.key_valid[rows, col] = True
-        state.key_pos[rows, col] = state.n_real[rows] + t
-        hidden = adapter.embed(next_tokens[:, None])                  # [n, 1, d]
-        ctx = PassContext(adapter, hidden, state.key_valid[rows, : col + 1], state.key_pos[rows, : col + 1],
-                          torch.tensor([col], device=device), state.key_pos[rows, col : col + 1])
-        hidden = runner.run(adapter, hidden, state.plan.steps, ctx, cache, start_col=col)  # [n, 1, d]
-        logits = adapter.logits(hidden[:, -1])                        # [n, V]
-        result.decode_waves += state.plan.num_waves
+        if len(keep) < len(active):
+            active = [active[i] for i in keep]
+            next_tokens = next_tokens[torch.tensor(keep, device=next_tokens.device)]
+        logits = engine.decode(active, next_tokens, t)                      # [n_active, V]
         result.decode_steps += 1
-        result.decode_row_layers += state.plan.row_layers
 
+    result.prefill_waves, result.decode_waves = engine.prefill_waves, engine.decode_waves
+    result.prefill_work, result.prefill_work_unshared = engine.prefill_work, engine.prefill_work_unshared
+    result.decode_work, result.decode_work_unshared = engine.decode_work, engine.decode_work_unshared
+    result.decode_row_layers = engine.decode_work
+    result.cache_entries = engine.cache_entries
+    result.cache_entries_unshared = packed.total_steps * (T + max_new_tokens)
     if tokenizer is not None:
         result.texts = [_text(tokenizer, toks, stop_strings) for toks in result.tokens]
     return result

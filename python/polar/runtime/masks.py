@@ -20,15 +20,17 @@ def attention_allowed(key_valid: torch.Tensor, key_pos: torch.Tensor, query_cols
     """Which keys each query attends to: bool ``[B, Q, K]``.
 
     ``key_valid`` ``[B, K]`` bool: real-token columns; ``key_pos`` ``[B, K]`` and ``query_pos``
-    ``[B, Q]``: token positions; ``query_cols`` ``[Q]``: the column of each query. A query sees
-    valid keys at columns ``<= its own``, within ``window`` positions if given. Each query also
-    sees its own column, so pad queries never have an empty softmax (their outputs are unused).
+    ``[B, Q]``: token positions; ``query_cols`` ``[Q]`` (or ``[B, Q]``, one per row): the column
+    of each query. A query sees valid keys at columns ``<= its own``, within ``window`` positions
+    if given. Each query also sees its own column, so pad queries never have an empty softmax
+    (their outputs are unused).
     """
     cols = torch.arange(key_valid.shape[1], device=key_valid.device)
-    allowed = key_valid[:, None, :] & (cols[None, None, :] <= query_cols[None, :, None])
+    qcols = query_cols[..., None]                                     # [Q, 1] or [B, Q, 1]
+    allowed = key_valid[:, None, :] & (cols <= qcols)                 # [B, Q, K]
     if window is not None:
         allowed &= (query_pos[:, :, None] - key_pos[:, None, :]) < window
-    allowed |= cols[None, None, :] == query_cols[None, :, None]
+    allowed |= cols == qcols
     return allowed
 
 
@@ -40,7 +42,11 @@ def additive_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class PassContext:
-    """Per-pass tensors shared by all waves: attention biases per window size, rotary cos/sin."""
+    """Per-pass tensors shared by all waves: attention biases per window size, rotary cos/sin.
+
+    Its rows are the rows of the pass (or, with shared prefixes, the prompt-tree nodes of one
+    level, :mod:`.units`); ``query_cols`` is ``[Q]`` or ``[B, Q]`` (see :func:`attention_allowed`).
+    """
 
     def __init__(self, adapter: ModelAdapter, hidden: torch.Tensor, key_valid: torch.Tensor,
                  key_pos: torch.Tensor, query_cols: torch.Tensor, query_pos: torch.Tensor):

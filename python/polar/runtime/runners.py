@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .adapters import ModelAdapter
-from .cache import StepKVCache
+from .cache import PooledKVCache, StepKVCache
 from .fused import run_layer_fused
 from .masks import PassContext
 from .schedule import Waves
@@ -25,12 +25,24 @@ from .schedule import Waves
 
 @dataclass
 class WaveStep:
-    """One wave ready to run: ``rows`` (int64, on device) of the current batch; ``slots`` their KV slots."""
+    """One wave ready to run: ``rows`` (int64, on device) of the hidden-state buffer.
+
+    ``slots``: their :class:`StepKVCache` slots. Shared-prefix waves (:mod:`.units`) instead
+    give ``ctx_rows`` (rows of the :class:`PassContext` tensors, default ``rows``),
+    ``write_index``/``read_index`` (:class:`PooledKVCache` entries, see :class:`PoolView`) and
+    ``copy_src``/``copy_dst``: after the wave, ``hidden[copy_dst] = hidden[copy_src]`` (a state
+    that several units continue from is handed to each of their lanes).
+    """
 
     layer: int
     rows: torch.Tensor
     slots: torch.Tensor | None
     covers_batch: bool
+    ctx_rows: torch.Tensor | None = None
+    write_index: torch.Tensor | None = None
+    read_index: torch.Tensor | None = None
+    copy_src: torch.Tensor | None = None
+    copy_dst: torch.Tensor | None = None
 
 
 def prepare_waves(waves: Waves, batch_size: int, device: torch.device,
@@ -43,13 +55,19 @@ def prepare_waves(waves: Waves, batch_size: int, device: torch.device,
     return out
 
 
+def copy_lanes(hidden: torch.Tensor, wave: WaveStep) -> None:
+    """``hidden[copy_dst] = hidden[copy_src]`` after a shared-prefix wave (no-op without copies)."""
+    if wave.copy_src is not None:
+        hidden.index_copy_(0, wave.copy_dst, hidden.index_select(0, wave.copy_src))
+
+
 class WaveRunner:
     """Applies planned waves to hidden states ``[B, Q, d]`` (``Q`` = prompt columns, or 1 in decode)."""
 
     name: str = ""
 
     def run(self, adapter: ModelAdapter, hidden: torch.Tensor, waves: list[WaveStep], ctx: PassContext,
-            cache: StepKVCache | None = None, start_col: int = 0) -> torch.Tensor:
+            cache: StepKVCache | PooledKVCache | None = None, start_col: int = 0) -> torch.Tensor:
         """Apply every wave in order and return the updated states ``[B, Q, d]``. With a ``cache``
         each wave writes its rows' keys/values for columns ``start_col ..`` into their slots."""
         raise NotImplementedError
@@ -66,40 +84,45 @@ class HFRunner(WaveRunner):
     def run(self, adapter, hidden, waves, ctx, cache=None, start_col=0):
         for wave in waves:
             rows = wave.rows
-            view = None if cache is None else cache.wave_view(wave.slots, start_col)
+            crows = rows if wave.ctx_rows is None else wave.ctx_rows
+            view = None if cache is None else cache.view(wave, start_col)
             if wave.covers_batch:
                 x, bias, pos, cos, sin = hidden, ctx.bias(wave.layer), ctx.query_pos, ctx.cos, ctx.sin
             else:
                 x = hidden.index_select(0, rows)                             # [n, Q, d]
-                bias = ctx.bias(wave.layer).index_select(0, rows)            # [n, 1, Q, K]
-                pos = ctx.query_pos.index_select(0, rows)                    # [n, Q]
-                cos, sin = ctx.cos.index_select(0, rows), ctx.sin.index_select(0, rows)  # [n, Q, hd]
+                bias = ctx.bias(wave.layer).index_select(0, crows)           # [n, 1, Q, K]
+                pos = ctx.query_pos.index_select(0, crows)                   # [n, Q]
+                cos, sin = ctx.cos.index_select(0, crows), ctx.sin.index_select(0, crows)  # [n, Q, hd]
             out = adapter.call_layer(wave.layer, x, bias, pos, (cos, sin), view)  # [n, Q, d]
             if wave.covers_batch:
                 hidden = out
             else:
                 hidden.index_copy_(0, rows, out)
+            copy_lanes(hidden, wave)
         return hidden
 
 
 class FusedRunner(WaveRunner):
     """Gathered RMSNorm / residual scatter kernels around the layer's parts, in place; in decode
-    (``start_col > 0`` with a cache and a power-of-two ``head_dim >= 16``) attention reads the
-    cache by slot (``slot_decode_attention``), otherwise Hugging Face's attention runs."""
+    (``start_col > 0`` with a :class:`StepKVCache` and a power-of-two ``head_dim >= 16``) attention
+    reads the cache by slot (``slot_decode_attention``), otherwise Hugging Face's attention runs
+    (with shared prefixes always: its keys come from the pooled cache's index table)."""
 
     name = "fused"
 
     def run(self, adapter, hidden, waves, ctx, cache=None, start_col=0):
         hidden = hidden.contiguous()
         hd = adapter.head_dim
-        decode = cache is not None and start_col > 0 and hd >= 16 and hd & (hd - 1) == 0
+        decode = (isinstance(cache, StepKVCache) and start_col > 0 and hd >= 16 and hd & (hd - 1) == 0)
         for wave in waves:
             rows = wave.rows
-            view = None if cache is None else cache.wave_view(wave.slots, start_col)
-            key_mask = ctx.allowed(wave.layer)[:, -1].index_select(0, rows) if decode else None  # [n, K]
-            bias = None if decode else ctx.bias(wave.layer).index_select(0, rows)              # [n, 1, Q, K]
-            run_layer_fused(adapter, wave.layer, hidden, rows, bias, ctx.query_pos.index_select(0, rows),
-                            ctx.cos.index_select(0, rows), ctx.sin.index_select(0, rows), view, key_mask)
+            crows = rows if wave.ctx_rows is None else wave.ctx_rows
+            view = None if cache is None else cache.view(wave, start_col)
+            key_mask = ctx.allowed(wave.layer)[:, -1].index_select(0, crows) if decode else None  # [n, K]
+            bias = None if decode else ctx.bias(wave.layer).index_select(0, crows)              # [n, 1, Q, K]
+            run_layer_fused(adapter, wave.layer, hidden, rows, bias, ctx.query_pos.index_select(0, crows),
+                            ctx.cos.index_select(0, crows), ctx.sin.index_select(0, crows), view, key_mask)
+            copy_lanes(hidden, wave)
         return hidden
 
 
