@@ -24,6 +24,8 @@ import torch
 
 from .evaluation import (DEFAULT_MAX_NEW_TOKENS, METHOD_NAMES, AccuracyConfig, EvalConfig, build_methods, format_table,
                          load_problems, run_accuracy, run_eval, write_report)
+from .evaluation.ask import ask, format_ask
+from .evaluation.demo import DemoConfig, demo_table, run_demo
 from .evaluation.report import markdown_table
 from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, SPACES, SearchConfig, SearchRun, analyze,
                      export_supervision, merge_results, parse_shard, run_search)
@@ -133,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, tok = load_model(args.model)
     predictor = None
     if args.checkpoint:
-        predictor = Predictor.load(args.checkpoint, embedding=model.get_input_embeddings(), tokenizer=tok)
+        predictor = _load_predictor(args.checkpoint, model, tok)
     methods = build_methods(names, model, tok, k=args.k, seed=args.seed, predictor=predictor,
                             search_records=search_records, shortgpt_problems=train_problems,
                             prompt_style=args.prompt_style)
@@ -142,6 +144,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summary = write_report(records, args.k, args.out, title=f"polar eval: {', '.join(args.data)}")
     print(markdown_table(summary, args.k))
     print(f"report: {Path(args.out) / 'report.md'} (summary.json, records.jsonl, *.png beside it)")
+    return 0
+
+
+def _load_predictor(checkpoint: str, model, tok) -> Predictor:
+    if checkpoint == "default":
+        return Predictor.load_default(embedding=model.get_input_embeddings(), tokenizer=tok)
+    return Predictor.load(checkpoint, embedding=model.get_input_embeddings(), tokenizer=tok)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    if not args.question.strip():
+        raise ValueError("the question is empty")
+    model, tok = load_model(args.model)
+    predictor = _load_predictor(args.checkpoint, model, tok)
+    print(format_ask(ask(args.question, model, tok, predictor, k=args.k, prompt_style=args.prompt_style)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in dict(model=args.model, levels=args.levels, train_problems=args.train_problems,
+                                       simulations=args.sims, test_problems=args.test_problems, k=args.k,
+                                       encoder=args.encoder, seed=args.seed, batch_size=args.batch_size).items()
+                 if v is not None}
+    config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
+    summary = run_demo(config, args.out, threads=args.threads)
+    print(demo_table(summary, config.k))
+    if not summary["_trained"]:
+        print("search found no valid program for any problem, so no predictor was trained (PoLar not evaluated)")
+    print(f"wall time {summary['_wall_s']:.0f} s; report: {Path(args.out) / 'eval' / 'report.md'} "
+          f"(summary.json, records.jsonl, pass_at_k.png, accuracy_vs_layers.png beside it)")
     return 0
 
 
@@ -201,6 +234,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="output folder (records.jsonl, report.md, summary.json, PNGs)")
     _add_ray_flags(ev)
     ev.set_defaults(func=cmd_eval)
+
+    ak = sub.add_parser("ask", help="predict programs for one question, run them, and vote",
+                        epilog='example: polar ask "What is 23 + 41?" --k 5')
+    ak.add_argument("question")
+    ak.add_argument("--k", type=int, default=5)
+    ak.add_argument("--checkpoint", default="default", help="'default' (shipped for the default model) or a folder")
+    ak.add_argument("--model", default="default")
+    ak.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
+    ak.add_argument("--threads", type=int, default=None)
+    ak.set_defaults(func=cmd_ask)
+
+    dm = sub.add_parser("demo", help="the whole method end to end: search, train, evaluate, report",
+                        epilog="example: polar demo --out polar-demo        (polar demo --quick: a 2-minute smoke run)")
+    dm.add_argument("--out", default="polar-demo", help="output folder (a rerun reuses what is there)")
+    dm.add_argument("--quick", action="store_true", help="one level, a few problems (about 2 minutes)")
+    dm.add_argument("--model", default=None, help="default: the default model")
+    dm.add_argument("--levels", type=int, nargs="+", default=None, help="synthetic levels (default 1 2 5)")
+    dm.add_argument("--train-problems", type=int, default=None, help="searched per level (default 16)")
+    dm.add_argument("--sims", type=int, default=None, help="MCTS simulations per problem (default 16)")
+    dm.add_argument("--test-problems", type=int, default=None, help="evaluated per level (default 12)")
+    dm.add_argument("--k", type=int, default=None, help="candidates per method (default 3)")
+    dm.add_argument("--encoder", default=None, help="predictor encoder: minilm (default), a folder, or llm")
+    dm.add_argument("--batch-size", type=int, default=None)
+    dm.add_argument("--seed", type=int, default=None)
+    dm.add_argument("--threads", type=int, default=None)
+    dm.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="load a data spec and print its load report",
                           epilog="example: polar data --data mawps:../shared/data/mawps/test.jsonl")
@@ -273,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as err:
         if args.debug:
             raise
-        print(f"polar {args.command}: error: {err}", file=sys.stderr)
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        more = " (--debug shows the details)" if len(lines) > 1 else ""
+        print(f"polar {args.command}: error: {lines[0]}{more}", file=sys.stderr)
         return 2
 
 

@@ -54,6 +54,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+#: Where the predictor shipped for the default model lives (package data).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default"
+
+
 class Predictor(nn.Module):
     """Predicts programs of layers for questions (DESIGN.md section 5).
 
@@ -142,6 +146,14 @@ class Predictor(nn.Module):
         text = json.dumps(self.checkpoint_config(), indent=2, sort_keys=True) + "\n"
         write_atomic(directory / CONFIG_FILE, text.encode())
         return directory
+
+    @classmethod
+    def load_default(cls, *, embedding: nn.Module | None = None, tokenizer: Callable | None = None) -> "Predictor":
+        """The checkpoint shipped with polar for the default model (SmolLM2-135M-Instruct), trained on
+        ``results/search`` (see its ``config.json``). ``FileNotFoundError`` when this install has none."""
+        if not (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"no shipped predictor checkpoint in {DEFAULT_CHECKPOINT}")
+        return cls.load(DEFAULT_CHECKPOINT, embedding=embedding, tokenizer=tokenizer)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, encoder: TextEncoder | None = None, *,

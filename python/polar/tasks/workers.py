@@ -10,8 +10,9 @@ process can build its own.
   the driver sends batches of units, keeps at most ``max_in_flight`` batches out (backpressure)
   and is the single writer of the :class:`~.records.ResultsFile`. An actor that dies (killed,
   out of memory) is restarted by Ray (``max_restarts``) and its unfinished batches are sent again;
-  a unit that fails ``max_attempts`` times is written as ``{"failed": True, "error": ...}``
-  instead of being retried forever. A rerun skips every unit already in the file.
+  a unit that fails ``max_attempts`` times (its worker raised, or its actor died running it) is
+  written as ``{"failed": True, "error": ...}`` instead of being retried forever; a task refused
+  because its actor is restarting is simply sent again. A rerun skips every unit already in the file.
 
 Both write records as they arrive (flush + fsync per batch), so killing the driver at any moment
 loses nothing already written.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,7 +100,7 @@ def run_ray(units: Sequence[Any], factory: Callable[[], Worker], store: ResultsF
     Needs the optional dependency ``ray`` (``pip install 'polar[ray]'``): ``ImportError`` saying so."""
     try:
         import ray
-        from ray.exceptions import RayActorError, RayError
+        from ray.exceptions import ActorUnavailableError, RayActorError, RayError
     except ImportError as err:  # pragma: no cover - exercised where ray is absent
         raise ImportError("--ray needs the optional dependency ray: pip install 'polar[ray]'") from err
     if options.workers < 1 or options.batch_units < 1:
@@ -128,6 +130,11 @@ def run_ray(units: Sequence[Any], factory: Callable[[], Worker], store: ResultsF
             load[a] -= 1
             try:
                 records = ray.get(ref)
+            except ActorUnavailableError:  # the actor is restarting: not the batch's fault, send it again
+                counts["retried"] += 1
+                pending.appendleft((batch, attempts))
+                time.sleep(0.5)
+                continue
             except (RayActorError, RayError) as err:
                 reason = _reason(err)
                 counts["retried"] += 1
