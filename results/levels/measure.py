@@ -19,16 +19,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-try:
-    import polar  # noqa: F401
-    polar.load_default  # noqa: B018
-    POLAR_SOURCE = "installed (/work/main)"
-except Exception:  # the package is being reorganised: fall back to a git-archive snapshot of HEAD
-    for m in [m for m in sys.modules if m == "polar" or m.startswith("polar.")]:
-        del sys.modules[m]
-    sys.path[:0] = [os.path.join(HERE, "_polar_head", "python"), os.path.join(HERE, "_polar_head")]
-    import polar
-    POLAR_SOURCE = "snapshot of /work/main HEAD (git archive) in _polar_head/"
+import polar  # noqa: E402  (the installed package; the recorded run partly used a snapshot of the commit before the layout change)
+
+POLAR_SOURCE = "installed"
 
 import torch
 
