@@ -38,8 +38,16 @@ def files(tmp_path):
     return paths
 
 
+def test_spaces_are_compared_on_common_problems_by_default(files, tmp_path):
+    summary = analyze(files, tmp_path / "common")
+    g = summary["groups"]["synthetic L1"]
+    assert g["skip"]["n"] == g["loop"]["n"] == 2 and summary["left_out"]["synthetic L1"] == 2
+    md = (tmp_path / "common" / "findings.md").read_text()
+    assert "| synthetic L1 | 2 |" in md and "records left out: 2" in md
+
+
 def test_numbers(files, tmp_path):
-    summary = analyze(files, tmp_path / "out")
+    summary = analyze(files, tmp_path / "out", common_only=False)
     skip, loop = summary["groups"]["synthetic L1"]["skip"], summary["groups"]["synthetic L1"]["loop"]
     assert (skip["n"], skip["base"], skip["oracle"], skip["gain"]) == (4, 0.5, 0.75, 0.25)
     assert (skip["correct_with_shorter"], skip["wrong_corrected"], skip["wrong_corrected_shorter"]) == (0.5, 0.5, 0.5)

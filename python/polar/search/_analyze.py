@@ -111,10 +111,12 @@ def _space_order(space: str) -> int:
 
 
 def analyze(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-            budgets: Sequence[float] = DEFAULT_BUDGETS) -> dict:
+            budgets: Sequence[float] = DEFAULT_BUDGETS, common_only: bool = True) -> dict:
     """Compute the findings over the search results files ``paths`` and write
     ``out_dir/findings.md``, ``out_dir/findings.json`` and PNG plots; returns the summary
-    ``{"groups": {group: {space: stats}}, "files": [...], "plots": [...]}``.
+    ``{"groups": {group: {space: stats}}, "files": [...], "plots": [...]}``. With ``common_only``
+    (default) each group keeps only the problems searched in every one of its spaces, so the spaces
+    are compared on the same problems (the number left out is in ``summary["left_out"]``).
 
     Each file holds one run (one space); a problem may appear once per space. Raises
     ``ValueError`` for a non-search file, mixed settings within a file or a problem searched
@@ -126,12 +128,22 @@ def analyze(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
             if rec["id"] in cells[key]:
                 raise ValueError(f"problem {rec['id']!r} appears twice in space {key[1]} ({path})")
             cells[key][rec["id"]] = rec
+    left_out: dict[str, int] = {}
+    if common_only:
+        for group in {g for g, _ in cells}:
+            keys = [k for k in cells if k[0] == group]
+            common = set.intersection(*(set(cells[k]) for k in keys))
+            left_out[group] = sum(len(cells[k]) - len(common) for k in keys)
+            for k in keys:
+                cells[k] = {pid: rec for pid, rec in cells[k].items() if pid in common}
     groups: dict[str, dict[str, dict]] = defaultdict(dict)
     for (group, space), recs in sorted(cells.items(), key=lambda kv: (kv[0][0], _space_order(kv[0][1]))):
-        groups[group][space] = _stats(list(recs.values()), budgets)
+        if recs:
+            groups[group][space] = _stats(list(recs.values()), budgets)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"files": [str(p) for p in paths], "budgets": list(budgets), "groups": dict(groups)}
+    summary = {"files": [str(p) for p in paths], "budgets": list(budgets), "groups": dict(groups),
+               "left_out": left_out}
     summary["plots"] = _plots(summary, out)
     (out / "findings.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "findings.md").write_text(format_findings(summary), encoding="utf-8")
@@ -160,7 +172,10 @@ def format_findings(summary: dict) -> str:
     parts = ["# Search findings", "", "Files: " + ", ".join(f"`{f}`" for f in summary["files"]), ""]
 
     parts += ["## Table 1: base and oracle accuracy (%)", "",
-              "Oracle: some valid program (the full one included); gain in points.", ""]
+              "Oracle: some valid program (the full one included); gain in points. Each group compares its "
+              "spaces on the same problems (those searched in every space"
+              + (f"; records left out: {sum(summary.get('left_out', {}).values())}" if summary.get("left_out") else "")
+              + ").", ""]
     rows = []
     for g, per_space in groups.items():
         base = next(iter(per_space.values()))
