@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DemoConfig:
-    """Sizes of ``polar demo`` (defaults: about 15 minutes on 2 CPU cores with SmolLM2-135M)."""
+    """Sizes of ``polar demo`` (defaults: about 6 minutes on one CPU thread with SmolLM2-135M)."""
 
     model: str = "default"
     levels: list[int] = field(default_factory=lambda: [1, 2, 5])  # synthetic levels searched and evaluated
