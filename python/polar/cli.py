@@ -29,7 +29,7 @@ from .evaluation.demo import DemoConfig, demo_table, run_demo
 from .evaluation.report import markdown_table
 from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, SPACES, SearchConfig, SearchRun, analyze,
                      export_supervision, merge_results, parse_shard, run_search)
-from .models import cache_root, load_model
+from .models import cache_root, check_device, load_model
 from .predictor import EmbeddingEncoder, Predictor, TrainConfig, train_from_files
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, read_jsonl, resolve
 from .tasks.workers import RayOptions
@@ -40,8 +40,10 @@ logger = logging.getLogger("polar")
 def cmd_accuracy(args: argparse.Namespace) -> int:
     _threads(args.threads)
     out = Path(args.out)
+    check_device(args.device)
     config = AccuracyConfig(model=args.model, data=args.data, prompt_style=args.prompt_style,
-                            max_new_tokens=args.max_new_tokens, limit=args.limit, batch_size=args.batch_size)
+                            max_new_tokens=args.max_new_tokens, limit=args.limit, batch_size=args.batch_size,
+                            device=args.device)
     assert set(DEFAULT_MAX_NEW_TOKENS) == set(PROMPT_STYLES)
     summary = run_accuracy(config, Path(args.results) if args.results else out.with_suffix(".jsonl"))
     print(format_table(summary))
@@ -64,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {"encoder": args.encoder}
     encoder = None
     if args.encoder == "llm":
-        model, tok = load_model(args.model)
+        model, tok = load_model(args.model, device=args.device)
         encoder = EmbeddingEncoder.from_model(model, tok, args.model)
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     predictor = train_from_files(args.search, args.out, overrides, seed=args.seed, train_config=train_config,
@@ -82,7 +84,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     run = SearchRun(model=args.model, data=args.data, prompt_style=args.prompt_style,
                     max_new_tokens=args.max_new_tokens, early_answer=not args.no_early_answer,
                     batch_size=args.batch_size, limit=args.limit,
-                    shard=parse_shard(args.shard) if args.shard else None, search=search)
+                    shard=parse_shard(args.shard) if args.shard else None, search=search, device=args.device)
+    check_device(args.device)
     ray = _ray_options(args) if args.ray else None
     print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads), indent=2))
     return 0
@@ -132,7 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     train_problems = resolve(args.train_data) if args.train_data else []
     if "polar" in names and not args.checkpoint:
         raise ValueError("method 'polar' needs --checkpoint (or leave it out of --methods)")
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, device=args.device)
     predictor = None
     if args.checkpoint:
         predictor = _load_predictor(args.checkpoint, model, tok)
@@ -157,7 +160,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     _threads(args.threads)
     if not args.question.strip():
         raise ValueError("the question is empty")
-    model, tok = load_model(args.model)
+    model, tok = load_model(args.model, device=args.device)
     predictor = _load_predictor(args.checkpoint, model, tok)
     print(format_ask(ask(args.question, model, tok, predictor, k=args.k, prompt_style=args.prompt_style)))
     return 0
@@ -166,7 +169,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in dict(model=args.model, levels=args.levels, train_problems=args.train_problems,
                                        simulations=args.sims, test_problems=args.test_problems, k=args.k,
-                                       encoder=args.encoder, seed=args.seed, batch_size=args.batch_size).items()
+                                       encoder=args.encoder, seed=args.seed, batch_size=args.batch_size,
+                                       device=args.device).items()
                  if v is not None}
     config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
     summary = run_demo(config, args.out, threads=args.threads)
@@ -199,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--out", default="results.json", help="summary JSON")
     acc.add_argument("--results", default=None, help="per-problem JSONL (default: --out with .jsonl)")
     acc.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    acc.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
     acc.set_defaults(func=cmd_accuracy)
 
     tr = sub.add_parser("train", help="train the PoLar predictor on search results",
@@ -212,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=TrainConfig.lr)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    tr.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate PoLar against baselines on the same problems (resumable)",
@@ -233,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ev.add_argument("--out", required=True, help="output folder (records.jsonl, report.md, summary.json, PNGs)")
     _add_ray_flags(ev)
+    ev.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
     ev.set_defaults(func=cmd_eval)
 
     ak = sub.add_parser("ask", help="predict programs for one question, run them, and vote",
@@ -243,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("--model", default="default")
     ak.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
     ak.add_argument("--threads", type=int, default=None)
+    ak.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
     ak.set_defaults(func=cmd_ask)
 
     dm = sub.add_parser("demo", help="the whole method end to end: search, train, evaluate, report",
@@ -259,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--batch-size", type=int, default=None)
     dm.add_argument("--seed", type=int, default=None)
     dm.add_argument("--threads", type=int, default=None)
+    dm.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
     dm.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="load a data spec and print its load report",
@@ -301,6 +310,7 @@ def _add_search_commands(sub) -> None:
     srch.add_argument("--length-penalty", type=float, default=d.length_penalty, help="lambda in the UCB")
     srch.add_argument("--widening", type=float, default=d.widening, help="children <= widening * sqrt(visits)")
     _add_ray_flags(srch)
+    srch.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
     srch.set_defaults(func=cmd_search)
 
     merge = sub.add_parser("merge", help="join search shard files into one (duplicates refused)",

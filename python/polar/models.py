@@ -249,16 +249,33 @@ def load_default(cache_dir: str | os.PathLike | None = None, dtype: torch.dtype 
     return model, tokenizer
 
 
+def check_device(device: str | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``); ``ValueError`` in one line for an
+    unknown name or a CUDA device this machine does not have."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r} (expected e.g. cpu, cuda, cuda:1)") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+    return dev
+
+
 def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
-               cache_dir: str | os.PathLike | None = None):
+               cache_dir: str | os.PathLike | None = None, device: str | None = None):
     """Load a causal LM and its tokenizer -> ``(model, tokenizer)``.
 
+    ``device``: move the model there (checked first, :func:`check_device`; default: CPU).
     ``None``, ``"default"`` or ``"smollm2"`` give :func:`load_default`. Anything else is a local
     folder or a Hugging Face hub id (hub ids need network access or a populated HF cache; an
     ``OSError`` saying so is raised otherwise).
     """
+    dev = check_device(device)
     if name_or_path is None or str(name_or_path).lower() in DEFAULT_ALIASES:
-        return load_default(cache_dir=cache_dir, dtype=dtype)
+        model, tokenizer = load_default(cache_dir=cache_dir, dtype=dtype)
+        return (model.to(dev) if dev is not None else model), tokenizer
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -272,4 +289,4 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype
         ) from err
     _prepare_tokenizer(tokenizer)
     model.eval()
-    return model, tokenizer
+    return (model.to(dev) if dev is not None else model), tokenizer

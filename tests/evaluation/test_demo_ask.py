@@ -72,6 +72,9 @@ def test_demo_with_valid_programs_trains_evaluates_polar_and_ask_uses_the_checkp
     (["accuracy", "--data", "synthetic:7:3"], "level"),
     (["demo", "--levels", "9", "--quick", "--out", "x", "--model", "nowhere-model"], "level"),
     (["accuracy", "--data", "synthetic:1:2", "--model", "nowhere-model"], "nowhere-model"),
+    (["accuracy", "--data", "synthetic:1:2", "--device", "gpu9"], "unknown device"),
+    (["search", "--data", "synthetic:1:2", "--out", "s.jsonl", "--device", "nonsense"], "unknown device"),
+    (["ask", "What is 1 + 1?", "--device", "nonsense"], "unknown device"),
 ])
 def test_user_errors_print_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -92,3 +95,20 @@ def test_ask_with_the_shipped_checkpoint(capsys):
     assert cli.main(["ask", "What is 23 + 41?", "--k", "3"]) == 0
     out = capsys.readouterr().out
     assert "majority answer" in out and out.count("layers:") == 3
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_cuda_device_without_a_gpu_is_a_one_line_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["demo", "--quick", "--device", "cuda", "--out", "d"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA GPU" in err[0]
+
+
+def test_device_cpu_runs(tmp_path):
+    model_dir = tmp_path / "tiny"
+    save_tiny_model(model_dir, num_layers=4)
+    out = tmp_path / "acc.json"
+    assert cli.main(["accuracy", "--model", str(model_dir), "--data", "synthetic:1:2", "--max-new-tokens", "2",
+                     "--device", "cpu", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == 2

@@ -37,6 +37,7 @@ class AccuracyConfig:
     max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS[prompt_style]
     limit: int | None = None      # first N problems only
     batch_size: int = 16          # rows per generate call
+    device: str | None = None     # where the model runs (default CPU); not a result setting
 
 
 def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: list[str],
@@ -96,7 +97,7 @@ def run_accuracy(config: AccuracyConfig, results_path: str | Path) -> dict:
                 results_path, len(todo))
     start = time.perf_counter()
     if todo:
-        model, tokenizer = load_model(config.model)
+        model, tokenizer = load_model(config.model, device=config.device)
         n_layers = model.config.num_hidden_layers
         prompts = {p.id: build_prompt(p, config.prompt_style, tokenizer) for p in todo}
         # batch problems of similar prompt length together (less padding)

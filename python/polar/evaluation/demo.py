@@ -45,6 +45,7 @@ class DemoConfig:
     encoder: str = "minilm"       # predictor encoder: 'minilm', a folder, or 'llm'
     batch_size: int = 64
     seed: int = 0
+    device: str | None = None     # where the model runs (default CPU)
 
     @classmethod
     def quick(cls, **overrides) -> "DemoConfig":
@@ -68,7 +69,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, threads: int | None = None
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    model, tok = load_model(config.model)
+    model, tok = load_model(config.model, device=config.device)
 
     search_files = []
     for level in config.levels:

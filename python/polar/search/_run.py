@@ -51,6 +51,7 @@ class SearchRun:
     shard: tuple[int, int] | None = None       # (i, n): this run's 1/n of the problems
     search: SearchConfig = field(default_factory=SearchConfig)
     progress: bool = True                      # tqdm bar
+    device: str | None = None                  # where the model runs (default CPU); not a result setting
 
     def validate(self) -> "SearchRun":
         """``self`` if the settings are usable, else ``ValueError`` naming the field."""
@@ -251,7 +252,7 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
         searched = [p for p in todo if not store.records[p.id].get("failed")]
         return _summary(out, problems, searched, store, time.perf_counter() - start)
     if todo and evaluator is None:
-        model, tokenizer = load_model(run.model)
+        model, tokenizer = load_model(run.model, device=run.device)
         evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer)
     start = time.perf_counter()  # search time only (the model is loaded)
     if todo:
