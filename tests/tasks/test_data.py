@@ -8,7 +8,7 @@ from polar.tasks import levels as synthetic_module
 from polar.tasks import LoadReport, Problem, load, load_supervision, resolve, synthetic
 from polar.tasks.answers import parse_number
 
-SHARED = Path(__file__).parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data beside the repository
 
 
 def write_jsonl(path: Path, records) -> Path:
