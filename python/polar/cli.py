@@ -96,6 +96,12 @@ def _ray_options(args: argparse.Namespace) -> RayOptions:
                       batch_units=args.units_per_task)
 
 
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    """``--threads`` and ``--device``, the same on every command that runs a model."""
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
+
+
 def _add_ray_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Ray (optional: pip install 'polar[ray]')")
     g.add_argument("--ray", action="store_true", help="run on Ray actors; this process is the single writer")
@@ -202,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 (fewshot), 48 (direct)")
     acc.add_argument("--out", default="results.json", help="summary JSON")
     acc.add_argument("--results", default=None, help="per-problem JSONL (default: --out with .jsonl)")
-    acc.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    acc.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
+    _add_runtime_flags(acc)
     acc.set_defaults(func=cmd_accuracy)
 
     tr = sub.add_parser("train", help="train the PoLar predictor on search results",
@@ -216,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     tr.add_argument("--lr", type=float, default=TrainConfig.lr)
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    tr.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
+    _add_runtime_flags(tr)
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate PoLar against baselines on the same problems (resumable)",
@@ -236,10 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=int, default=None)
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ev.add_argument("--out", required=True, help="output folder (records.jsonl, report.md, summary.json, PNGs)")
     _add_ray_flags(ev)
-    ev.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
+    _add_runtime_flags(ev)
     ev.set_defaults(func=cmd_eval)
 
     ak = sub.add_parser("ask", help="predict programs for one question, run them, and vote",
@@ -249,8 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     ak.add_argument("--checkpoint", default="default", help="'default' (shipped for the default model) or a folder")
     ak.add_argument("--model", default="default")
     ak.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
-    ak.add_argument("--threads", type=int, default=None)
-    ak.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
+    _add_runtime_flags(ak)
     ak.set_defaults(func=cmd_ask)
 
     dm = sub.add_parser("demo", help="the whole method end to end: search, train, evaluate, report",
@@ -266,8 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--encoder", default=None, help="predictor encoder: minilm (default), a folder, or llm")
     dm.add_argument("--batch-size", type=int, default=None)
     dm.add_argument("--seed", type=int, default=None)
-    dm.add_argument("--threads", type=int, default=None)
-    dm.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
+    _add_runtime_flags(dm)
     dm.set_defaults(func=cmd_demo)
 
     data = sub.add_parser("data", help="load a data spec and print its load report",
@@ -296,7 +297,6 @@ def _add_search_commands(sub) -> None:
     srch.add_argument("--batch-size", type=int, default=64, help="rows per generate call (default %(default)s)")
     srch.add_argument("--limit", type=int, default=None, help="first N problems only (before sharding)")
     srch.add_argument("--shard", default=None, metavar="I/N", help="search only shard I of N (0 <= I < N)")
-    srch.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     srch.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
     srch.add_argument("--max-new-tokens", type=int, default=SEARCH_MAX_NEW_TOKENS)
     srch.add_argument("--no-early-answer", action="store_true",
@@ -310,7 +310,7 @@ def _add_search_commands(sub) -> None:
     srch.add_argument("--length-penalty", type=float, default=d.length_penalty, help="lambda in the UCB")
     srch.add_argument("--widening", type=float, default=d.widening, help="children <= widening * sqrt(visits)")
     _add_ray_flags(srch)
-    srch.add_argument("--device", default=None, help="where the model runs: cpu (default), cuda, cuda:N")
+    _add_runtime_flags(srch)
     srch.set_defaults(func=cmd_search)
 
     merge = sub.add_parser("merge", help="join search shard files into one (duplicates refused)",
