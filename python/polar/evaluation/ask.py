@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..runtime import generate
 from ..tasks import Problem, build_prompt, extract_answer, stop_strings
-from .accuracy import DEFAULT_MAX_NEW_TOKENS
+from .accuracy import DEFAULT_MAX_NEW_TOKENS, generate_texts
 from .metrics import majority_answer
 
 
@@ -44,10 +43,10 @@ def ask(question: str, model, tokenizer, predictor, k: int = 5, prompt_style: st
         raise ValueError(f"--k must be >= 1, got {k}")
     preds = predictor.predict([question], k=k)[0]
     prompt = build_prompt(Problem(id="ask", question=question, answer="", source="ask"), prompt_style, tokenizer)
-    out = generate(model, tokenizer, [prompt] * len(preds), [p.program for p in preds],
-                   max_new_tokens or DEFAULT_MAX_NEW_TOKENS[prompt_style], stop_strings=stop_strings(prompt_style))
+    texts = generate_texts(model, tokenizer, [prompt] * len(preds), max_new_tokens or DEFAULT_MAX_NEW_TOKENS[prompt_style],
+                           stop_strings(prompt_style), programs=[p.program for p in preds])
     answers = [AskAnswer(repr(p.compact), list(p.program), float(p.score), text.strip(), extract_answer(text))
-               for p, text in zip(preds, out.texts)]
+               for p, text in zip(preds, texts)]
     return AskResult(question, answers, majority_answer([a.answer for a in answers], [a.score for a in answers]),
                      sum(len(a.program) for a in answers), model.config.num_hidden_layers)
 
