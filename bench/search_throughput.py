@@ -1,13 +1,14 @@
 """Programs evaluated per second: ``run_search`` vs the reference implementation's approach.
 
-Reference approach (PoLar's offline search): one ``generate`` call per program, batch 1, a fixed
-50-token budget, no stop string and no early-answer rule. ``run_search``: batched rounds of up to
+Three variants in one run, on the same problems: ``run_search`` with shared-prefix execution
+(the default), ``run_search`` without it (its records must be identical), and the reference
+approach (PoLar's offline search): one ``generate`` call per program, batch 1, a fixed 50-token budget, no stop string and no early-answer rule. ``run_search``: batched rounds of up to
 ``--batch-size`` rows (default 64) in one ``generate`` call each, stop string + early-answer rule.
 Both on the default model with one torch thread, on the same level-1 few-shot problems; the
 reference is timed on an evenly spaced sample of the (problem, program) pairs the search
 evaluated, and its grades (50-token text cut at the stop string) are compared with the search's.
 
-    python bench/search_throughput.py --problems 16 --sims 7 --reference 24
+    python bench/search_throughput.py --problems 16 --sims 7 --reference 24 --out bench/search_throughput.json
 """
 import argparse
 import json
@@ -38,13 +39,19 @@ def main() -> None:
     data = f"synthetic:1:{args.problems}:train"
     problems = {p.id: p for p in resolve(data)}
 
-    ev = GenerateEvaluator(model, tok, "fewshot")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "search.jsonl"
-        run = SearchRun(data=data, batch_size=args.batch_size, progress=False,
-                        search=SearchConfig(space=args.space, simulations=args.sims))
-        summary = run_search(run, out, evaluator=ev)
-        records = read_jsonl(out)
+    def search(share_prefix: bool):
+        ev = GenerateEvaluator(model, tok, "fewshot", share_prefix=share_prefix)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "search.jsonl"
+            run = SearchRun(data=data, batch_size=args.batch_size, progress=False,
+                            search=SearchConfig(space=args.space, simulations=args.sims))
+            summary = run_search(run, out, evaluator=ev)
+            return ev, summary, read_jsonl(out)
+
+    plain_ev, plain_summary, plain_records = search(share_prefix=False)
+    ev, summary, records = search(share_prefix=True)
+    same_records = [(r["id"], r["final_valid_transitions"], r["final_invalid_transitions"]) for r in records] == \
+        [(r["id"], r["final_valid_transitions"], r["final_invalid_transitions"]) for r in plain_records]
     pairs = [(rec["id"], prog, True) for rec in records for prog in rec["final_valid_transitions"]]
     pairs += [(rec["id"], prog, False) for rec in records for prog in rec["final_invalid_transitions"]]
     pairs.sort(key=lambda x: (x[0], x[1]))
@@ -63,6 +70,7 @@ def main() -> None:
     ref_s = time.perf_counter() - start
 
     search_rate = summary["programs_evaluated_now"] / summary["elapsed_s"]
+    plain_rate = plain_summary["programs_evaluated_now"] / plain_summary["elapsed_s"]
     ref_rate = len(sample) / ref_s
     result = {
         "threads": args.threads, "data": data, "space": args.space, "sims": args.sims, "batch_size": args.batch_size,
@@ -74,6 +82,9 @@ def main() -> None:
         "reference_programs": len(sample), "reference_s": round(ref_s, 2),
         "reference_programs_per_s": round(ref_rate, 3),
         "speedup": round(search_rate / ref_rate, 2), "grades_agree": f"{agree}/{len(sample)}",
+        "unshared_search_s": plain_summary["elapsed_s"], "unshared_programs_per_s": round(plain_rate, 3),
+        "unshared_speedup": round(plain_rate / ref_rate, 2), "sharing_speedup": round(search_rate / plain_rate, 2),
+        "same_records_unshared": same_records,
     }
     print(json.dumps(result, indent=2))
     if args.out:

@@ -90,3 +90,14 @@ def test_rule_stops_rows_in_generate_with_unchanged_grades(tiny, word_problems):
     assert sum(map(len, early.tokens)) < sum(map(len, budget.tokens))
     for (p, _), a, b in zip(items, early.texts, budget.texts):
         assert is_correct(a, p) == is_correct(b, p)
+
+
+def test_evaluator_share_prefix_off_gives_the_same_texts(tiny, word_problems):
+    model, tok = tiny
+    problems = word_problems(4)
+    items = [(p, g) for p in problems for g in (full(6), (0, 1, 1, 2, 4, 5), (0, 2, 3, 4, 5))]
+    shared = GenerateEvaluator(model, tok, "fewshot", max_new_tokens=8)
+    plain = GenerateEvaluator(model, tok, "fewshot", max_new_tokens=8, share_prefix=False)
+    a, b = shared.generate(items), plain.generate(items)
+    assert a.texts == b.texts
+    assert a.prefill_work < b.prefill_work == b.prefill_work_unshared  # sharing really happened

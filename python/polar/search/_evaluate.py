@@ -56,18 +56,20 @@ class GenerateEvaluator:
     :meth:`evaluate` (greedy, ``max_new_tokens`` at most, the prompt style's stop strings, and
     with ``early_answer`` the early-answer rule as ``stop_fn``).
 
-    ``grade`` replaces the grader (tests plant rewards with it while the model still runs).
+    ``grade`` replaces the grader (tests plant rewards with it while the model still runs);
+    ``share_prefix=False`` turns shared-prefix execution off (same texts; benchmarks compare).
     """
 
     def __init__(self, model, tokenizer, prompt_style: str = "fewshot",
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, early_answer: bool = True,
-                 grade: GradeFn = grade_answer):
+                 grade: GradeFn = grade_answer, share_prefix: bool = True):
         stop_strings(prompt_style)  # ValueError for an unknown style
         self.model, self.tokenizer = model, tokenizer
         self.prompt_style = prompt_style
         self.max_new_tokens = max_new_tokens
         self.early_answer = early_answer
         self.grade = grade
+        self.share_prefix = share_prefix
         self.num_layers: int = model.config.num_hidden_layers
         self.stats = EvaluatorStats()
         self._prompts: dict[str, str] = {}
@@ -83,7 +85,8 @@ class GenerateEvaluator:
         result = generate(self.model, self.tokenizer, [self.prompt(p) for p, _ in items],
                           [list(program) for _, program in items], self.max_new_tokens,
                           stop_strings=stop_strings(self.prompt_style),
-                          stop_fn=(lambda row, text: rules[row](text)) if self.early_answer else None)
+                          stop_fn=(lambda row, text: rules[row](text)) if self.early_answer else None,
+                          share_prefix=self.share_prefix)
         self.stats.calls += 1
         self.stats.rows += len(items)
         self.stats.rows_per_call.append(len(items))
