@@ -179,11 +179,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                        device=args.device).items()
                  if v is not None}
     config = DemoConfig.quick(**overrides) if args.quick else DemoConfig(**overrides)
-    summary = run_demo(config, args.out, threads=args.threads)
-    print(demo_table(summary, config.k))
-    if not summary["_trained"]:
+    result = run_demo(config, args.out, threads=args.threads)
+    print(demo_table(result.summary, config.k))
+    if not result.trained:
         print("search found no valid program for any problem, so no predictor was trained (PoLar not evaluated)")
-    print(f"wall time {summary['_wall_s']:.0f} s; report: {Path(args.out) / 'eval' / 'report.md'} "
+    print(f"wall time {result.wall_s:.0f} s; report: {Path(args.out) / 'eval' / 'report.md'} "
           f"(summary.json, records.jsonl, pass_at_k.png, accuracy_vs_layers.png beside it)")
     return 0
 

@@ -6,6 +6,7 @@
 - :mod:`.run`: ``polar eval`` (all methods, one batched resumable run); :mod:`.report`: tables, plots.
 """
 from .ask import AskResult, ask, format_ask
+from .demo import DemoConfig, DemoResult, run_demo
 from .accuracy import DEFAULT_MAX_NEW_TOKENS, AccuracyConfig, format_table, run_accuracy
 from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, RandomSegmentPrograms,
                       RandomSingleEdits, SearchOracle, StaticPrograms, best_static_programs, single_edit)
@@ -15,7 +16,7 @@ from .run import DEFAULT_TEMPERATURES, METHOD_NAMES, EvalConfig, build_methods, 
 from .shortgpt import block_influence, shortgpt_programs
 
 __all__ = [
-    "AskResult", "ask", "format_ask",
+    "AskResult", "ask", "format_ask", "DemoConfig", "DemoResult", "run_demo",
     "DEFAULT_MAX_NEW_TOKENS", "AccuracyConfig", "BaseGreedy", "BaseSampling", "Candidate", "EvalConfig",
     "Method", "PolarMethod", "RandomSegmentPrograms", "RandomSingleEdits", "SearchOracle", "StaticPrograms",
     "best_static_programs", "block_influence", "format_table", "majority_answer", "pass_at", "run_accuracy",

@@ -58,8 +58,18 @@ def _phase(name: str, reused: bool, detail: str = "") -> None:
     logger.info("[demo] %s: %s%s", name, "reusing what is there" if reused else "running", f" ({detail})" if detail else "")
 
 
-def run_demo(config: DemoConfig, out_dir: str | Path, threads: int | None = None) -> dict:
-    """Run every phase; returns the evaluation summary (``{group: {method: metrics}}``)."""
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` did: the evaluation summary (``{group: {method: metrics}}``), the
+    wall time of all phases, and whether a predictor was trained (False: PoLar left out)."""
+
+    summary: dict
+    wall_s: float
+    trained: bool
+
+
+def run_demo(config: DemoConfig, out_dir: str | Path, threads: int | None = None) -> DemoResult:
+    """Run every phase (see the module docstring); raises ``ValueError`` for bad sizes or levels."""
     out = Path(out_dir)
     if not config.levels or config.k < 1 or min(config.train_problems, config.test_problems) < 1:
         raise ValueError("the demo needs at least one level, one train and one test problem, and k >= 1")
@@ -103,9 +113,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, threads: int | None = None
                     k=config.k, batch_size=config.batch_size, seed=config.seed, checkpoint=str(ckpt) if valid else None)
     records = run_eval(ev, methods, model, tok, eval_dir, problems=load_problems(ev))
     summary = write_report(records, config.k, eval_dir, title="polar demo")
-    summary["_wall_s"] = round(time.perf_counter() - start, 1)
-    summary["_trained"] = bool(valid)
-    return summary
+    return DemoResult(summary, round(time.perf_counter() - start, 1), bool(valid))
 
 
 def demo_table(summary: dict, k: int) -> str:
