@@ -30,7 +30,7 @@ from .evaluation.report import markdown_table
 from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, SPACES, SearchConfig, SearchRun, analyze,
                      export_supervision, merge_results, parse_shard, run_search)
 from .models import cache_root, check_device, load_model
-from .predictor import EmbeddingEncoder, Predictor, TrainConfig, train_from_files
+from .predictor import EmbeddingEncoder, Predictor, PredictorConfig, TrainConfig, train_from_files
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, read_jsonl, resolve
 from .tasks.workers import RayOptions
 
@@ -63,7 +63,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     _threads(args.threads)
-    overrides = {"encoder": args.encoder}
+    if args.max_runs < 1:  # before any model is loaded
+        raise ValueError(f"--max-runs must be a positive int (2: skip, keep, repeat), got {args.max_runs}")
+    overrides = {"encoder": args.encoder, "max_runs": args.max_runs}
     encoder = None
     if args.encoder == "llm":
         model, tok = load_model(args.model, device=args.device)
@@ -221,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     tr.add_argument("--lr", type=float, default=TrainConfig.lr)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--max-runs", type=int, default=PredictorConfig.max_runs,
+                    help="most runs of one segment in the predictor's compact space (default 2: skip, keep, "
+                         "repeat); polar search repeats a block up to --max-repeats + 1 times, so 5 covers the "
+                         "default search")
     _add_runtime_flags(tr)
     tr.set_defaults(func=cmd_train)
 

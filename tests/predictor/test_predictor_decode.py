@@ -144,4 +144,50 @@ def test_narrow_search_returns_fewer_and_k_widens_the_beam():
     with pytest.raises(ValueError, match="k must be positive"):
         decode(seg, ops, 0, 3)
     with pytest.raises(ValueError, match="ops_per_segment"):
-        DecodeConfig(ops_per_segment=4)
+        DecodeConfig(ops_per_segment=0)
+    with pytest.raises(ValueError, match="ops_per_segment is 4 but op_logits has 3 op classes"):
+        decode(seg, ops, 2, 3, DecodeConfig(ops_per_segment=4))  # the cap is the predictor's op count
+
+
+def test_decode_returns_run_counts_the_op_logits_favour():
+    """op_logits [D, max_runs + 1]: class c runs a segment c times."""
+    seg = torch.tensor([5.0, -5, -5, 5, -5, -5])  # segments 0..2, 3..5
+    ops = torch.zeros(6, 6)
+    ops[0, Op.KEEP] = 8.0
+    ops[3, 4] = 8.0  # the second segment four times
+    ops[3, 5] = 6.0  # ... or five
+    preds = decode(seg, ops, 3, 3)
+    assert preds[0].program == Program([0, 1, 2] + [3, 4, 5] * 4)
+    assert preds[0].compact.ops == (Op.KEEP, 4) and preds[1].compact.ops == (Op.KEEP, 5)
+    assert preds[0].compact.decode(3) == preds[0].program and not in_space(preds[0].program, 6, 3)
+    assert in_space(preds[0].program, 6, 3, max_runs=5)
+    lp = F.log_softmax(ops.double(), -1)
+    assert preds[0].log_prob == pytest.approx(mask_log_prob(seg.double(), (1, 0, 0, 1, 0, 0)) + lp[0, 1] + lp[3, 4])
+    # Never skip every segment: with skip favoured everywhere, the last segment runs its best
+    # non-zero count (here 5).
+    ops = torch.zeros(6, 6)
+    ops[:, Op.SKIP] = 9.0
+    ops[3, 5] = 3.0
+    top = decode(seg, ops, 1, 3)[0]
+    assert top.compact.ops == (Op.SKIP, 5) and top.program == Program([3, 4, 5] * 5)
+    with pytest.raises(ValueError, match=r"op_logits \[D, C\] with C >= 2"):
+        decode(seg, torch.zeros(6, 1), 1, 3)
+
+
+@pytest.mark.parametrize("D,k_max,C", [(5, 2, 4), (6, 3, 6)])
+def test_beam_search_matches_brute_force_with_run_counts(D, k_max, C):
+    k = 5
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        seg, ops = torch.randn(D, generator=g) * 2, torch.randn(D, C, generator=g) * 2
+        if seed % 3 == 0:
+            ops[:, Op.SKIP] += 4
+        preds = decode(seg, ops, k, k_max, DecodeConfig(beam_size=k + 1))
+        z = preds[0].compact.z_seg
+        lp = F.log_softmax(ops.double(), -1)
+        starts = [a for a, _ in segments(z)]
+        z_lp = mask_log_prob(seg.double(), z)
+        brute = sorted(z_lp + sum(lp[s, o].item() for s, o in zip(starts, assignment))
+                       for assignment in itertools.product(range(C), repeat=len(starts)) if any(assignment))[::-1]
+        assert [p.log_prob for p in preds] == pytest.approx(brute[:k], abs=1e-9)
+        assert all(max(p.compact.ops) < C for p in preds)

@@ -110,3 +110,27 @@ def test_pad_tokens():
     x, m = pad_tokens([a, b])
     assert x.shape == (2, 3, 4) and m.tolist() == [[True, True, False], [True, True, True]]
     assert x[0, 2].abs().sum() == 0 and (x[1] == 2).all()
+
+
+@pytest.mark.parametrize("max_runs", [1, 2, 5])
+def test_op_head_has_max_runs_plus_one_classes(toy, max_runs):
+    net = _net(toy, max_runs=max_runs)
+    assert net.op_head.out_features == max_runs + 1
+    seg, ops = net(torch.randn(2, 4, 16), torch.ones(2, 4, dtype=torch.bool))
+    assert seg.shape == (2, toy.D) and ops.shape == (2, toy.D, max_runs + 1)
+    # Only the op head grows: (d + 1) parameters per extra class.
+    assert net.num_parameters() - _net(toy).num_parameters() == (max_runs - 2) * (32 + 1)
+
+
+def test_predictor_config_max_runs(toy):
+    from polar.predictor import PredictorConfig
+
+    assert PredictorConfig(num_layers=6).max_runs == 2
+    cfg = toy.tiny_config(max_runs=5)
+    assert cfg.to_dict()["max_runs"] == 5 and PredictorConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["max_runs"]  # a config.json written before max_runs existed
+    assert PredictorConfig.from_dict(old).max_runs == 2
+    for bad in (0, -1, 2.5, True, "5"):
+        with pytest.raises(ValueError, match="max_runs must be a positive int"):
+            toy.tiny_config(max_runs=bad)

@@ -137,3 +137,49 @@ def test_split_is_by_problem_and_stable():
     assert len(val_ids & val2_ids) >= 18
     assert split_problems(ids, 0.2, seed=4)[1] != val
     assert split_problems(ids, 0.0, seed=3) == (list(range(100)), [])
+
+
+def test_targets_with_max_runs_keep_programs_the_paper_space_drops():
+    """D = 6, k_max = 3: one problem whose valid programs run a block 2, 3 and 5 times (as
+    polar search's repeats do), one 6 times, and one reordering."""
+    twice = (0, 1, 2, 3, 2, 3, 4, 5)  # 0..1 keep, 2..3 repeat, 4..5 keep
+    thrice = (0, 1, 2, 3, 2, 3, 2, 3, 4, 5)  # 2..3 run 3 times
+    five = (0, 1, 1, 1, 1, 1, 2, 3, 4, 5)  # layer 1 run 5 times
+    six = (0, 1, 2, 3) + (2, 3) * 5 + (4, 5)  # 2..3 run 6 times: outside even at max_runs = 5
+    reordered = (0, 2, 1, 3, 4, 5)
+    rec = SearchRecord("a", "q", (twice, thrice, five, six, reordered), 0.0)
+
+    (t2,), r2 = build_targets([rec], 6, 3, 0.3)
+    assert r2.used == 1 and r2.not_in_space == 4 and t2.op_target.shape == (6, 3)
+    assert t2.programs == {Program(twice)}
+    assert "a segment runs at most twice" in r2.examples["not_in_space"]
+
+    (t5,), r5 = build_targets([rec], 6, 3, 0.3, max_runs=5)
+    assert r5.used == 3 and r5.not_in_space == 2 and r5.programs == 5  # 2 more programs kept
+    assert t5.programs == {Program(twice), Program(thrice), Program(five)}
+    assert t5.op_target.shape == (6, 6) and torch.allclose(t5.op_target.sum(-1), t5.seg_target)
+    # twice: [0..1 keep][2..3 x2][4..5 keep]; thrice: [0..1 keep][2..3 x3][4..5 keep];
+    # five: [0 keep][1 x5][2..4 keep][5 keep] (fewest segments, then larger first).
+    assert torch.allclose(t5.seg_target, torch.tensor([1.0, 1 / 3, 1.0, 0.0, 2 / 3, 1 / 3]))
+    expected = torch.zeros(6, 6)
+    expected[0, Op.KEEP] = 1.0
+    expected[1, 5] = 1 / 3
+    expected[2, Op.REPEAT] = expected[2, 3] = 1 / 3
+    expected[2, Op.KEEP] = 1 / 3
+    expected[4, Op.KEEP] = 2 / 3
+    expected[5, Op.KEEP] = 1 / 3
+    assert torch.allclose(t5.op_target, expected)
+    assert parse(five, 6, 3, max_runs=5).ops == (Op.KEEP, 5, Op.KEEP, Op.KEEP)
+    with pytest.raises(ValueError, match="max_runs must be a positive int"):
+        build_targets([rec], 6, 3, 0.3, max_runs=0)
+
+
+def test_paper_space_targets_do_not_move_under_a_larger_max_runs(toy):
+    """Programs inside the paper's space parse the same with max_runs = 5: the targets are the
+    max_runs = 2 ones with zero columns for 3, 4 and 5 runs."""
+    records = toy.family_records(12)
+    small, _ = build_targets(records, toy.D, toy.K_MAX, 0.3)
+    large, _ = build_targets(records, toy.D, toy.K_MAX, 0.3, max_runs=5)
+    for a, b in zip(small, large):
+        assert torch.equal(a.seg_target, b.seg_target) and a.programs == b.programs
+        assert torch.equal(a.op_target, b.op_target[:, :3]) and not b.op_target[:, 3:].any()

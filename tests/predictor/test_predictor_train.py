@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -243,3 +244,103 @@ def test_resume_after_sigkill_of_a_real_process(tmp_path, toy):
                              encoder=toy.toy_llm_encoder(), progress=False)
     a, b = whole.net.state_dict(), resumed.net.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+RUN4_PROGRAM = (0, 1) + (2, 3) * 4 + (4, 5)  # layers 2..3 run 4 times: outside the paper's space
+
+
+def _run4_records(toy, n, fillers=None, prefix="p"):
+    """toy.family_records with the 'compute' family's program replaced by RUN4_PROGRAM."""
+    from dataclasses import replace
+
+    records = toy.family_records(n, fillers or toy.FILLERS, prefix=prefix)
+    return [replace(r, valid_programs=(RUN4_PROGRAM,)) if r.valid_programs == (toy.REPEAT_PROGRAM,) else r
+            for r in records]
+
+
+def test_learns_a_block_run_four_times_with_max_runs_5(tmp_path, toy):
+    """max_runs = 5 keeps the 'compute' problems (a block run 4 times) that max_runs = 2 drops,
+    trains a 6-class op head, and decodes the planted 4-run program on held-out questions."""
+    records = _run4_records(toy, 60)
+    encoder = toy.toy_llm_encoder()
+    predictor = train(records, toy.tiny_config(max_runs=5), tmp_path / "ckpt", seed=0, train_config=FAST,
+                      encoder=encoder, progress=False)
+    assert predictor.config.max_runs == 5 and predictor.net.op_head.out_features == 6
+    meta = json.loads((tmp_path / "ckpt" / CONFIG_FILE).read_text())
+    assert meta["predictor"]["max_runs"] == 5
+    assert meta["training"]["targets"]["with_targets"] == 60 and meta["training"]["targets"]["not_in_space"] == 0
+    held = _run4_records(toy, 20, toy.HELD_OUT_FILLERS, prefix="h")
+    preds = predictor.predict([r.question for r in held], k=3)
+    hits = sum(p[0].program == Program(r.valid_programs[0]) for p, r in zip(preds, held))
+    assert hits >= 18, hits  # 20 of 20 here (seed 0)
+    assert any(4 in p[0].compact.ops for p in preds)
+    loaded = Predictor.load(tmp_path / "ckpt", encoder=encoder)
+    assert loaded.config.max_runs == 5 and loaded.predict(["compute the apple"], k=2) == \
+        predictor.predict(["compute the apple"], k=2)
+    # The paper's space drops every 'compute' problem of the same records.
+    from polar.predictor import build_targets
+
+    targets, report = build_targets(records, toy.D, toy.K_MAX, 0.3)
+    assert len(targets) == 30 and report.not_in_space == 30
+
+
+def test_one_training_step_with_max_runs_5(tmp_path, toy):
+    seen = []
+    p = train(_run4_records(toy, 8), toy.tiny_config(max_runs=5), tmp_path / "ckpt", seed=0,
+              train_config=TrainConfig(epochs=1, batch_size=8, val_fraction=0.0), encoder=toy.toy_llm_encoder(),
+              progress=False, on_step=lambda s, losses: seen.append(losses))
+    assert len(seen) == 1 and all(math.isfinite(v) for v in seen[0].values())
+    seg, ops = p.logits(["compute it"])
+    assert seg.shape == (1, toy.D) and ops.shape == (1, toy.D, 6)
+
+
+def test_checkpoint_without_max_runs_loads_as_the_paper_space(tmp_path, toy):
+    p = Predictor(toy.tiny_config(), toy.toy_llm_encoder())
+    p.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / CONFIG_FILE).read_text())
+    assert meta["predictor"].pop("max_runs") == 2
+    (tmp_path / "ckpt" / CONFIG_FILE).write_text(json.dumps(meta))  # as written before max_runs existed
+    loaded = Predictor.load(tmp_path / "ckpt", encoder=toy.toy_llm_encoder())
+    assert loaded.config.max_runs == 2 and loaded.net.op_head.out_features == 3
+    questions = ["skip the apple", "compute the river"]
+    assert loaded.predict(questions, k=3) == p.eval().predict(questions, k=3)
+
+
+def test_shipped_checkpoint_matches_its_config():
+    """The shipped predictor (no max_runs key when trained) has the op head its config says."""
+    from polar.predictor import PredictorConfig
+    from polar.predictor._predictor import DEFAULT_CHECKPOINT
+
+    if not (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file():
+        pytest.skip("no shipped checkpoint in this install")
+    meta = json.loads((DEFAULT_CHECKPOINT / CONFIG_FILE).read_text())
+    cfg = PredictorConfig.from_dict(meta["predictor"])
+    assert cfg.max_runs == meta["predictor"].get("max_runs", 2)
+    weights = load_file(str(DEFAULT_CHECKPOINT / WEIGHTS_FILE))
+    assert weights["op_head.weight"].shape == (cfg.max_runs + 1, cfg.d)
+
+
+def _kill_at(n):
+    def hook(step, losses):
+        if step == n:
+            raise _Killed
+    return hook
+
+
+def test_resume_from_a_state_saved_before_max_runs(tmp_path, toy):
+    records = toy.family_records(16)
+    tc = TrainConfig(epochs=2, batch_size=8, val_fraction=0.0, save_every_steps=1)
+    out = tmp_path / "run"
+    with pytest.raises(_Killed):
+        train(records, toy.tiny_config(), out, seed=0, train_config=tc, encoder=toy.toy_llm_encoder(),
+              progress=False, on_step=_kill_at(2))
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    del state["settings"]["predictor"]["max_runs"]
+    torch.save(state, out / STATE_FILE)
+    seen = []
+    train(records, toy.tiny_config(), out, seed=0, train_config=tc, encoder=toy.toy_llm_encoder(), progress=False,
+          on_step=lambda s, _: seen.append(s))
+    assert state["step"] == 1 and seen == [2, 3, 4]  # resumed, not refused
+    with pytest.raises(ValueError, match="other settings.*predictor"):
+        train(records, toy.tiny_config(max_runs=3), out, seed=0, train_config=tc, encoder=toy.toy_llm_encoder(),
+              progress=False)

@@ -371,3 +371,179 @@ def test_parse_scales_to_deep_models():
             canon = parse(p, num_layers)
             assert canon.decode() == p and len(canon.ops) <= len(cp.ops)
     assert parse(list(range(100)), 100) == rep([4] * 25, ["keep"] * 25)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run counts above 2 (max_runs): an op is how many times its segment runs.
+
+
+@st.composite
+def run_representations(draw, max_layers=30):
+    """(CompactProgram, k_max, max_runs) with ops in 0..max_runs and at least one non-skip op."""
+    k_max = draw(st.integers(1, 5))
+    max_runs = draw(st.integers(1, 6))
+    num_layers = draw(st.integers(1, max_layers))
+    lengths, left = [], num_layers
+    while left:
+        n = draw(st.integers(1, min(k_max, left)))
+        lengths.append(n)
+        left -= n
+    ops = draw(st.lists(st.integers(0, max_runs), min_size=len(lengths), max_size=len(lengths)))
+    if not any(ops):
+        ops[draw(st.integers(0, len(ops) - 1))] = draw(st.integers(1, max_runs))
+    return CompactProgram(mask_from_lengths(lengths), tuple(ops)), k_max, max_runs
+
+
+@SETTINGS
+@given(run_representations())
+def test_parse_build_round_trip_with_run_counts(rep_k):
+    x, k_max, max_runs = rep_k
+    program = build(x.z_seg, x.ops, k_max, max_runs=max_runs)
+    assert x.decode(k_max) == program  # decode takes whatever run counts it holds
+    canon = parse(program, x.num_layers, k_max, max_runs=max_runs)
+    assert build(canon.z_seg, canon.ops, k_max, max_runs=max_runs) == program
+    assert parse(canon.decode(k_max), x.num_layers, k_max, max_runs=max_runs) == canon
+    assert len(canon.ops) <= len(x.ops) and max(canon.ops) <= max_runs
+    assert in_space(program, x.num_layers, k_max, max_runs=max_runs)
+    # A larger limit admits the same representations: the canonical form does not move.
+    assert parse(program, x.num_layers, k_max, max_runs=max_runs + 3) == canon
+    most = max(x.ops)
+    if most >= 2:
+        with pytest.raises(NotInSpaceError, match=f"runs {most} times"):
+            parse(program, x.num_layers, k_max, max_runs=most - 1)
+
+
+@SETTINGS
+@given(representations())
+def test_paper_space_programs_parse_the_same_under_larger_max_runs(rep_k):
+    x, k_max = rep_k
+    p = x.decode(k_max)
+    canon = parse(p, x.num_layers, k_max)
+    assert parse(p, x.num_layers, k_max, max_runs=2) == canon
+    assert parse(p, x.num_layers, k_max, max_runs=5) == canon
+
+
+@lru_cache(maxsize=None)
+def brute_force_runs(num_layers, k_max, max_runs):
+    """{program: [representations]} over ops 0..max_runs."""
+    by_program = {}
+    for n_seg in range(1, num_layers + 1):
+        for lengths in itertools.product(range(1, k_max + 1), repeat=n_seg):
+            if sum(lengths) != num_layers:
+                continue
+            for ops in itertools.product(range(max_runs + 1), repeat=n_seg):
+                if any(ops):
+                    cp = CompactProgram(mask_from_lengths(lengths), ops)
+                    by_program.setdefault(cp.decode(k_max), []).append(cp)
+    return by_program
+
+
+def runs_key(cp):
+    """The documented canonical key: segments, skips, -extra runs, -lengths."""
+    return (len(cp.ops), sum(op == 0 for op in cp.ops), -sum(max(0, op - 1) for op in cp.ops),
+            tuple(-n for n in lengths_of(cp)))
+
+
+@pytest.mark.parametrize("num_layers,k_max,max_runs", [(3, 2, 3), (4, 2, 3), (4, 3, 4), (5, 3, 3), (4, 4, 5),
+                                                      (5, 2, 1)])
+def test_parse_matches_brute_force_with_run_counts(num_layers, k_max, max_runs):
+    space = brute_force_runs(num_layers, k_max, max_runs)
+    for program, reps in space.items():
+        keys = [runs_key(cp) for cp in reps]
+        assert len(keys) == len(set(keys)), "the documented key must leave no ties"
+        assert parse(program, num_layers, k_max, max_runs=max_runs) == min(reps, key=runs_key)
+    if max_runs == 2:
+        assert space.keys() == brute_force(num_layers, k_max).keys()
+
+
+@pytest.mark.parametrize("num_layers,k_max,max_runs,max_len", [(1, 1, 3, 5), (2, 1, 3, 7), (2, 2, 4, 7), (3, 2, 3, 7),
+                                                               (3, 3, 5, 6), (4, 2, 3, 6), (2, 2, 1, 5)])
+def test_in_space_exactly_with_run_counts(num_layers, k_max, max_runs, max_len):
+    # Every sequence over range(D) up to max_len: in the space iff some representation decodes
+    # to it; otherwise the error gives a concrete reason (never the fallback).
+    space = set(brute_force_runs(num_layers, k_max, max_runs))
+    for n in range(1, max_len + 1):
+        for seq in itertools.product(range(num_layers), repeat=n):
+            if Program(seq) in space:
+                assert in_space(seq, num_layers, k_max, max_runs=max_runs)
+            else:
+                with pytest.raises(NotInSpaceError) as e:
+                    parse(seq, num_layers, k_max, max_runs=max_runs)
+                assert "no segmentation" not in str(e.value), str(e.value)
+
+
+def test_block_run_five_times():
+    """Layers 2..3 run 5 times (polar search's repeat with r = 4): outside the paper's space,
+    inside with max_runs=5."""
+    p = [0, 1] + [2, 3] * 5 + [4, 5]
+    with pytest.raises(NotInSpaceError, match=r"layer 2 runs 5 times \(steps \[2, 4, 6, 8, 10\]\); "
+                                              r"a segment runs at most twice$") as e:
+        parse(p, 6)
+    assert "(D=6, k_max=4)" in str(e.value)  # the paper's space: message as before
+    with pytest.raises(NotInSpaceError, match=r"\(D=6, k_max=4, max_runs=4\).*a segment runs at most 4 times$"):
+        parse(p, 6, max_runs=4)
+    with pytest.raises(NotInSpaceError, match="at most once$"):
+        parse(p, 6, max_runs=1)
+    assert not in_space(p, 6) and in_space(p, 6, max_runs=5)
+    cp = parse(p, 6, max_runs=5)
+    assert cp == CompactProgram(mask_from_lengths([2, 2, 2]), (1, 5, 1))
+    assert cp.ops == (Op.KEEP, 5, Op.KEEP) and isinstance(cp.ops[0], Op) and type(cp.ops[1]) is int
+    assert cp.decode() == Program(p)
+    assert repr(cp) == "CompactProgram(D=6, [0..1:keep, 2..3:x5, 4..5:keep])"
+
+
+@pytest.mark.parametrize(
+    "program,num_layers,k_max,max_runs,reason",
+    [
+        ([0, 1, 0, 1, 0], 2, 4, 3, "stops after layer 0"),  # the third run of 0..1 is cut short
+        ([2, 3, 2, 3, 3], 4, 4, 3, r"step 4 reruns from layer 3, inside the block 2\.\.3 just repeated, not from"),
+        ([0, 1, 1, 0, 1], 2, 4, 3, "and layer 1 ended a repeat"),
+        ([0, 1, 0, 1, 2, 0, 1], 3, 4, 3, "reordering"),  # the block ended (layer 2 ran after it)
+        ([1, 2, 1, 2, 1, 2, 0], 3, 4, 5, "ended a repeat"),
+        ([0, 0, 0, 0, 0, 0], 1, 4, 5, "layer 0 runs 6 times.*at most 5 times"),
+        ([0, 1, 2, 0, 1, 2, 0, 1, 2], 3, 2, 5, "over k_max=2"),
+    ],
+)
+def test_not_in_space_says_why_with_run_counts(program, num_layers, k_max, max_runs, reason):
+    with pytest.raises(NotInSpaceError, match=reason):
+        parse(program, num_layers, k_max, max_runs=max_runs)
+    assert not in_space(program, num_layers, k_max, max_runs=max_runs)
+
+
+def test_build_and_compact_program_with_run_counts():
+    assert build((1, 0, 1), (Op.KEEP, 3), max_runs=3) == Program([0, 1, 2, 2, 2])
+    assert build((1, 0, 1), (0, 4), max_runs=5) == Program([2, 2, 2, 2])
+    one_line = r"^ops must be run counts 0\.\.2 \(max_runs=2\); ops\[1\] \(segment 2\.\.2\) is 3$"
+    with pytest.raises(ValueError, match=one_line):
+        build((1, 0, 1), (Op.KEEP, 3))
+    with pytest.raises(ValueError, match=r"0\.\.3 \(max_runs=3\); ops\[0\] \(segment 0\.\.1\) is 4"):
+        build((1, 0, 1), (4, 1), max_runs=3)
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="max_runs must be a positive int"):
+            build((1,), (1,), max_runs=bad)
+        with pytest.raises(ValueError, match="max_runs must be a positive int"):
+            parse([0], 1, max_runs=bad)
+    cp = CompactProgram((1, 0, 1), (np.int64(1), torch.tensor(7)))
+    assert cp.ops == (Op.KEEP, 7) and type(cp.ops[1]) is int
+    assert cp.decode() == Program([0, 1] + [2] * 7)  # decode takes any run count it holds
+    assert hash(CompactProgram((1,), (3,))) == hash(CompactProgram((1,), (3,)))
+    for bad, shown in [(-1, "-1"), (1.0, "1.0"), ("2", "'2'"), (None, "None")]:
+        with pytest.raises(ValueError, match=rf"ops\[1\] is {shown}; ops must be run counts, ints >= 0"):
+            CompactProgram((1, 1), (1, bad))
+    assert repr(CompactProgram((1, 0, 1, 1), (0, 3, 2))) == "CompactProgram(D=4, [0..1:skip, 2:x3, 3:repeat])"
+
+
+def test_random_compact_with_run_count_weights():
+    rng = random.Random(2)
+    for _ in range(30):
+        cp = random_compact(10, rng, k_max=3, op_probs=(0.1, 0.5, 0.1, 0.1, 0.1, 0.1))
+        assert max(cp.ops) <= 5 and any(cp.ops)
+        assert in_space(cp.decode(3), 10, 3, max_runs=5)
+    assert set(random_compact(8, rng, op_probs=(0, 0, 0, 0, 1)).ops) == {4}
+    assert random_compact(8, rng, op_probs=(0, 1)).decode() == Program(range(8))
+    for bad in [(1.0,), (1.0, 0.0, 0.0, 0.0), (0.5, -0.1, 1.0)]:
+        with pytest.raises(ValueError, match="op_probs"):
+            random_compact(4, rng, op_probs=bad)
+    # Three weights sample as before (seeded outputs stay the same).
+    assert random_compact(8, random.Random(0), op_probs=(0.2, 0.5, 0.3)) == \
+        CompactProgram((1, 0, 0, 1, 1, 0, 1, 0), (Op.KEEP, Op.KEEP, Op.KEEP, Op.REPEAT))  # value before max_runs

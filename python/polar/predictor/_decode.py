@@ -6,13 +6,14 @@
    maximising ``sum_i z_i * (seg_logits[i] - logit(threshold))`` over ``i >= 1`` (an exact dynamic
    program, ``O(D * k_max)``; with no long run it is the thresholded mask itself; with
    ``threshold = 0.5`` it is the most likely valid mask).
-2. **Ops.** Beam search over the segments in layer order: each partial program is extended by
-   the ``ops_per_segment`` most likely ops of the next segment (the op logits at its first
-   layer), and the ``max(beam_size, k)`` best by log-probability are kept. Programs that skip
-   every segment are not programs and are never produced (after an all-skip prefix the last
-   segment chooses among keep and repeat). Scores add up, so with
-   ``ops_per_segment = 3`` and a beam wider than ``k`` the top-k is exact (tests check it against
-   brute force).
+2. **Ops.** An op is a run count ``0 .. max_runs`` (``op_logits`` has ``C = max_runs + 1``
+   classes: skip, keep, repeat, three runs, ...). Beam search over the segments in layer order:
+   each partial program is extended by the ``ops_per_segment`` most likely ops of the next
+   segment (default: all ``C``; ranked by the op logits at its first layer), and the
+   ``max(beam_size, k)`` best by log-probability are kept. Programs that skip every segment are
+   not programs and are never produced (after an all-skip prefix the last segment chooses among
+   the ops that run it). Scores add up, so with every op tried and a beam wider than ``k`` the
+   top-k is exact (tests check it against brute force).
 3. **Re-ranking.** ``score = log_prob - length_penalty * len(program) / D``; the ``k`` best
    distinct programs by ``score`` are returned (``length_penalty = 0``: ordered by log-prob).
 4. **Fallback.** Only with ``fallback_full``: the full program is appended after the k
@@ -79,17 +80,19 @@ def mask_log_prob(seg_logits: torch.Tensor, z_seg: Sequence[int]) -> float:
     return float(-F.binary_cross_entropy_with_logits(seg_logits, z, reduction="sum"))
 
 
-def beam_ops(op_log_probs: Sequence[Sequence[float]], width: int, ops_per_segment: int) -> list[tuple[tuple[Op, ...], float]]:
-    """Beam search over one op per segment: ``op_log_probs[s][c]`` is ``log P(op c)`` of segment ``s``.
+def beam_ops(op_log_probs: Sequence[Sequence[float]], width: int,
+             ops_per_segment: int | None = None) -> list[tuple[tuple[int, ...], float]]:
+    """Beam search over one op (run count) per segment: ``op_log_probs[s][c]`` ([S, C]) is
+    ``log P(c runs)`` of segment ``s``.
 
     Returns up to ``width`` ``(ops, log_prob)`` pairs (at least one), best first (ties: smaller
     op values first), none of which skips every segment: after all-skip prefixes, the last
-    segment's ``ops_per_segment`` best ops are taken among keep and repeat.
+    segment's ``ops_per_segment`` (None: all) best ops are taken among run counts >= 1.
     """
     S = len(op_log_probs)
-    beams: list[tuple[tuple[Op, ...], float]] = [((), 0.0)]
+    beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     for s, lp in enumerate(op_log_probs):
-        ranked = sorted(Op, key=lambda c: (-lp[c], c))
+        ranked = sorted(range(len(lp)), key=lambda c: (-lp[c], c))
         cand = []
         for ops, score in beams:
             must_run = s == S - 1 and all(o == Op.SKIP for o in ops)  # else every segment is skipped
@@ -103,21 +106,27 @@ def beam_ops(op_log_probs: Sequence[Sequence[float]], width: int, ops_per_segmen
 
 def decode(seg_logits: torch.Tensor, op_logits: torch.Tensor, k: int, k_max: int,
            config: DecodeConfig = DecodeConfig()) -> list[Prediction]:
-    """Top-``k`` distinct programs for one question from ``seg_logits`` [D] and ``op_logits`` [D, 3]."""
+    """Top-``k`` distinct programs for one question from ``seg_logits`` [D] and ``op_logits``
+    [D, C] (``C = max_runs + 1`` op classes, ``C >= 2``). Raises ``ValueError`` for other shapes,
+    ``k < 1`` or ``config.ops_per_segment > C``."""
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
     D = seg_logits.shape[0]
-    if seg_logits.dim() != 1 or op_logits.shape != (D, 3):
-        raise ValueError(f"expected seg_logits [D] and op_logits [D, 3], got {tuple(seg_logits.shape)}, {tuple(op_logits.shape)}")
+    if seg_logits.dim() != 1 or op_logits.dim() != 2 or op_logits.shape[0] != D or op_logits.shape[1] < 2:
+        raise ValueError(f"expected seg_logits [D] and op_logits [D, C] with C >= 2 op classes, got "
+                         f"{tuple(seg_logits.shape)}, {tuple(op_logits.shape)}")
+    C = op_logits.shape[1]
+    if config.ops_per_segment is not None and config.ops_per_segment > C:
+        raise ValueError(f"ops_per_segment is {config.ops_per_segment} but op_logits has {C} op classes")
     seg_logits = seg_logits.detach().double().cpu()  # [D]
-    op_lp = F.log_softmax(op_logits.detach().double().cpu(), dim=-1)  # [D, 3]
+    op_lp = F.log_softmax(op_logits.detach().double().cpu(), dim=-1)  # [D, C]
     z = boundary_mask(seg_logits.tolist(), k_max, config.threshold)
     z_lp = mask_log_prob(seg_logits, z)
     starts = [i for i, b in enumerate(z) if b]
-    seg_lp = op_lp[starts].tolist()  # [S, 3]
+    seg_lp = op_lp[starts].tolist()  # [S, C]
     found: dict[Program, Prediction] = {}
     for ops, lp in beam_ops(seg_lp, max(config.beam_size, k), config.ops_per_segment):
-        program = build(z, ops, k_max)
+        program = build(z, ops, k_max, max_runs=C - 1)
         if program in found:  # cannot happen for one mask (the program fixes the ops); kept as a guard
             continue
         log_prob = z_lp + lp
@@ -136,5 +145,5 @@ def decode(seg_logits: torch.Tensor, op_logits: torch.Tensor, k: int, k_max: int
 
 def decode_batch(seg_logits: torch.Tensor, op_logits: torch.Tensor, k: int, k_max: int,
                  config: DecodeConfig = DecodeConfig()) -> list[list[Prediction]]:
-    """:func:`decode` for every row of ``seg_logits`` [B, D] and ``op_logits`` [B, D, 3]."""
+    """:func:`decode` for every row of ``seg_logits`` [B, D] and ``op_logits`` [B, D, C]."""
     return [decode(seg_logits[r], op_logits[r], k, k_max, config) for r in range(seg_logits.shape[0])]

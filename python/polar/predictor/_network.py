@@ -3,8 +3,9 @@
     encoder tokens [B, T, e] --Linear--> [B, T, d]
     D learned layer queries [D, d] cross-attend to the tokens (padding masked) -> [B, D, d]
     n_blocks transformer blocks over the D layer vectors                       -> [B, D, d]
-    heads: boundary logits [B, D] (layer i starts a segment) and op logits [B, D, 3]
-           (skip, keep, repeat; read at segment starts)
+    heads: boundary logits [B, D] (layer i starts a segment) and op logits [B, D, C],
+           C = max_runs + 1 (run the segment 0 (skip), 1 (keep), 2 (repeat), ... times;
+           read at segment starts)
 
 The frozen text encoder is not part of this module (see ``_encoder.py``); the network sees its
 token vectors and a padding mask. Tokens carry no positions here: the result depends only on the
@@ -92,7 +93,7 @@ class PolarNet(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
         self.ln_f = nn.LayerNorm(cfg.d)
         self.seg_head = nn.Linear(cfg.d, 1)  # boundary logit per layer
-        self.op_head = nn.Linear(cfg.d, 3)  # (skip, keep, repeat) logits per layer
+        self.op_head = nn.Linear(cfg.d, cfg.max_runs + 1)  # logits of running a segment 0..max_runs times, per layer
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2 scaled init of residual projections
             if name.endswith("out.weight") or name.endswith("mlp.proj.weight"):
@@ -107,8 +108,9 @@ class PolarNet(nn.Module):
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``tokens`` [B, T, e] float, ``mask`` [B, T] bool (True = real token; every row needs one).
 
-        Returns ``(seg_logits [B, D], op_logits [B, D, 3])``. Raises ``ValueError`` on a shape
-        mismatch or a row without real tokens (its attention would be undefined).
+        Returns ``(seg_logits [B, D], op_logits [B, D, C])`` with ``C = max_runs + 1`` (skip, keep,
+        repeat, three runs, ...). Raises ``ValueError`` on a shape mismatch or a row without real
+        tokens (its attention would be undefined).
         """
         B, T, e = tokens.shape
         if e != self.cfg.encoder_dim or mask.shape != (B, T):
@@ -125,7 +127,7 @@ class PolarNet(nn.Module):
             h = block(h)  # [B, D, d]
         h = self.ln_f(h)  # [B, D, d]
         seg_logits = self.seg_head(h).squeeze(-1)  # [B, D]
-        op_logits = self.op_head(h)  # [B, D, 3]
+        op_logits = self.op_head(h)  # [B, D, C]
         return seg_logits, op_logits
 
     def num_parameters(self) -> int:

@@ -89,12 +89,13 @@ class Predictor(nn.Module):
         return self.net.num_parameters()
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder outputs ``tokens`` [B, T, e] and ``mask`` [B, T] -> ``(seg [B, D], ops [B, D, 3])``."""
+        """Encoder outputs ``tokens`` [B, T, e] and ``mask`` [B, T] -> ``(seg [B, D], ops [B, D, C])``,
+        ``C = config.max_runs + 1``."""
         return self.net(tokens, mask)
 
     @torch.no_grad()
     def logits(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Boundary logits [B, D] and op logits [B, D, 3] for ``questions`` (eval mode, no grad)."""
+        """Boundary logits [B, D] and op logits [B, D, max_runs + 1] for ``questions`` (eval mode, no grad)."""
         if isinstance(questions, str):
             raise ValueError("questions must be a list of strings, not one string")
         device = self.net.layer_queries.device
@@ -119,7 +120,7 @@ class Predictor(nn.Module):
         questions = list(questions)
         out: list[list[Prediction]] = []
         for s in range(0, len(questions), batch_size):
-            seg, ops = self.logits(questions[s : s + batch_size])  # [b, D], [b, D, 3]
+            seg, ops = self.logits(questions[s : s + batch_size])  # [b, D], [b, D, C]
             out.extend(decode_batch(seg.cpu(), ops.cpu(), k, self.config.k_max, decode))
         return out
 

@@ -4,16 +4,18 @@ A search results file (JSONL, one record per problem, written by ``polar search`
 ``id``, ``question``, ``gt_ans``, ``initial_score`` (1.0 if the full program answered correctly),
 ``final_valid_transitions`` (programs that graded correct), ``final_invalid_transitions``, and
 settings. Every valid program becomes the canonical compact representation of
-``polar.programs.parse``; programs outside the space or invalid for the depth are counted in a
-:class:`TargetReport`, never silently dropped. A problem with no usable valid program contributes
-nothing.
+``polar.programs.parse`` (segments of at most ``k_max`` layers, each run at most ``max_runs``
+times: a search that repeats blocks up to ``max_repeats`` extra times needs
+``max_runs = max_repeats + 1`` to keep all of them); programs outside the space or invalid for
+the depth are counted in a :class:`TargetReport`, never silently dropped. A problem with no
+usable valid program contributes nothing.
 
 Each problem's programs are averaged into soft targets, one weight per program (1.0; the full
 program gets ``full_program_weight`` when the problem has a valid program shorter than ``D``),
 normalised per problem so that every problem counts once:
 
     seg_target[i]    = sum_j w_j z_j[i] / sum_j w_j                         [D]
-    op_target[i, c]  = sum_j w_j [z_j[i] = 1 and op_j(i) = c] / sum_j w_j   [D, 3]
+    op_target[i, c]  = sum_j w_j [z_j[i] = 1 and op_j(i) = c] / sum_j w_j   [D, max_runs + 1]
 
 With these, the soft-target loss of ``_train.predictor_loss`` equals the weighted mean over the
 problem's programs of (BCE on every boundary + CE on the op at every segment start) / D.
@@ -30,7 +32,8 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ..programs import CompactProgram, NotInSpaceError, Program, full, parse, segments, validate_program
+from ..programs import (DEFAULT_MAX_RUNS, CompactProgram, NotInSpaceError, Program, full, parse, segments,
+                        validate_program)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ class TargetReport:
     programs: int = 0  # valid programs listed (plus full programs implied by initial_score == 1)
     used: int = 0  # distinct programs turned into targets
     duplicates: int = 0  # repeated programs within one problem (counted once)
-    not_in_space: int = 0  # valid programs without a compact representation (reordering, triple repeats, ...)
+    not_in_space: int = 0  # valid programs without a compact representation (reordering, > max_runs runs, ...)
     invalid: int = 0  # programs that are not programs of this depth (empty, index out of range)
     full_from_initial_score: int = 0  # full programs added because initial_score == 1 but they were not listed
     full_downweighted: int = 0  # problems whose full program got full_program_weight
@@ -142,13 +145,19 @@ class ProblemTargets:
     id: str
     question: str
     seg_target: torch.Tensor  # [D] float32 in [0, 1]
-    op_target: torch.Tensor  # [D, 3] float32; each row sums to seg_target[i]
+    op_target: torch.Tensor  # [D, max_runs + 1] float32 (column c: run c times); each row sums to seg_target[i]
     programs: frozenset[Program]  # the distinct in-space valid programs (for top-1 agreement)
 
 
-def build_targets(records: Iterable[SearchRecord], num_layers: int, k_max: int,
-                  full_program_weight: float) -> tuple[list[ProblemTargets], TargetReport]:
-    """Soft targets for every problem with a usable valid program, and the report of the rest."""
+def build_targets(records: Iterable[SearchRecord], num_layers: int, k_max: int, full_program_weight: float, *,
+                  max_runs: int = DEFAULT_MAX_RUNS) -> tuple[list[ProblemTargets], TargetReport]:
+    """Soft targets for every problem with a usable valid program, and the report of the rest.
+
+    Programs are parsed with ``k_max`` and ``max_runs``; ``op_target`` has ``max_runs + 1`` columns.
+    Raises ``ValueError`` for a ``max_runs`` that is not a positive int.
+    """
+    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
+        raise ValueError(f"max_runs must be a positive int, got {max_runs!r}")
     D = num_layers
     full_program = full(D)
     report = TargetReport()
@@ -164,7 +173,7 @@ def build_targets(records: Iterable[SearchRecord], num_layers: int, k_max: int,
         for raw in listed:
             try:
                 program = validate_program(list(raw), D, max_length=4 * D)
-                cp = parse(program, D, k_max)
+                cp = parse(program, D, k_max, max_runs=max_runs)
             except NotInSpaceError as e:
                 report.not_in_space += 1
                 report.examples.setdefault("not_in_space", f"{rec.source}: {e}")
@@ -184,7 +193,7 @@ def build_targets(records: Iterable[SearchRecord], num_layers: int, k_max: int,
         if shorter and full_program in parsed:
             report.full_downweighted += 1
         seg = torch.zeros(D)  # [D]
-        ops = torch.zeros(D, 3)  # [D, 3]
+        ops = torch.zeros(D, max_runs + 1)  # [D, C]
         total = 0.0  # > 0: a full program weighted down always has a shorter program of weight 1
         for program, cp in parsed.items():
             w = full_program_weight if (shorter and program == full_program) else 1.0

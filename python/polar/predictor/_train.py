@@ -2,7 +2,8 @@
 
 ``train(records, config, out_dir)``:
 
-1. targets from the canonical parse of every valid program (``_targets.build_targets``);
+1. targets from the canonical parse of every valid program with ``config.k_max`` and
+   ``config.max_runs`` (``_targets.build_targets``);
 2. a validation split by problem (a hash of ``seed`` and the problem id), for model selection;
 3. the frozen encoder's outputs for every question, computed once (cached under
    ``out_dir/encoder_cache``);
@@ -33,6 +34,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..programs import DEFAULT_MAX_RUNS
 from ._config import DecodeConfig, PredictorConfig, TrainConfig
 from ._decode import decode_batch
 from ._encoder import TextEncoder, encode_cached, load_encoder, pad_tokens
@@ -51,7 +53,7 @@ def predictor_loss(seg_logits: torch.Tensor, op_logits: torch.Tensor, seg_target
 
     Per problem (``D`` layers): ``seg = mean_i BCE(seg_logits[i], seg_target[i])`` and
     ``op = sum_i sum_c -op_target[i, c] * log_softmax(op_logits[i])[c] / D``; ``loss = seg + op``.
-    Shapes: ``seg_*`` [B, D], ``op_*`` [B, D, 3].
+    Shapes: ``seg_*`` [B, D], ``op_*`` [B, D, C] (``C = max_runs + 1`` op classes).
     """
     D = seg_logits.shape[-1]
     seg = F.binary_cross_entropy_with_logits(seg_logits, seg_target, reduction="none").mean(-1)  # [B]
@@ -115,9 +117,9 @@ def _evaluate(predictor: Predictor, tokens: list[torch.Tensor], targets: list[Pr
     for s in range(0, len(targets), batch_size):
         chunk = targets[s : s + batch_size]
         x, mask = pad_tokens(tokens[s : s + batch_size])  # [b, T, e], [b, T]
-        seg, ops = predictor(x, mask)  # [b, D], [b, D, 3]
+        seg, ops = predictor(x, mask)  # [b, D], [b, D, C]
         seg_t = torch.stack([t.seg_target for t in chunk])  # [b, D]
-        op_t = torch.stack([t.op_target for t in chunk])  # [b, D, 3]
+        op_t = torch.stack([t.op_target for t in chunk])  # [b, D, C]
         for key, value in zip(sums, predictor_loss(seg, ops, seg_t, op_t)):
             sums[key] += float(value) * len(chunk)
         top1 = decode_batch(seg, ops, 1, predictor.config.k_max, DecodeConfig())
@@ -157,7 +159,8 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
         encoder = load_encoder(config.encoder, max_tokens=config.encoder_max_tokens, llm_name=config.llm_name)
     if config.encoder_dim is None:
         config = replace(config, encoder_dim=encoder.dim)
-    targets, report = build_targets(records, config.num_layers, config.k_max, config.full_program_weight)
+    targets, report = build_targets(records, config.num_layers, config.k_max, config.full_program_weight,
+                                    max_runs=config.max_runs)
     if not targets:
         raise ValueError(f"no problem has a usable valid program ({report.summary()})")
     log = logger.warning if report.not_in_space or report.invalid else logger.info
@@ -173,8 +176,11 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
     state: dict[str, Any] | None = None
     if state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["settings"] != settings:
-            diff = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+        saved = state["settings"]
+        if isinstance(saved.get("predictor"), dict) and "max_runs" not in saved["predictor"]:  # saved before max_runs
+            saved = {**saved, "predictor": {**saved["predictor"], "max_runs": DEFAULT_MAX_RUNS}}
+        if saved != settings:
+            diff = sorted(k for k in settings if saved.get(k) != settings[k])
             raise ValueError(f"{out_dir} holds a training run with other settings ({', '.join(diff)} differ); "
                              f"use another output directory")
         if state["done"]:
@@ -231,8 +237,8 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
                 predictor.train()
                 x, mask = pad_tokens([train_tok[i] for i in idx])  # [b, T, e], [b, T]
                 seg_t = torch.stack([train_t[i].seg_target for i in idx])  # [b, D]
-                op_t = torch.stack([train_t[i].op_target for i in idx])  # [b, D, 3]
-                seg, ops = predictor(x, mask)  # [b, D], [b, D, 3]
+                op_t = torch.stack([train_t[i].op_target for i in idx])  # [b, D, C]
+                seg, ops = predictor(x, mask)  # [b, D], [b, D, C]
                 loss, seg_loss, op_loss = predictor_loss(seg, ops, seg_t, op_t)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,14 +1,14 @@
 """Programs of layers (DESIGN.md sections 1-2): the first stage, importing nothing else of polar.
 
 - :mod:`.program`: :class:`Program`, :func:`full`, validation (``ValueError`` naming the row).
-- :mod:`.compact`: the compact segment space (boundary mask + one op per segment), its
+- :mod:`.compact`: the compact segment space (boundary mask + one run count per segment), its
   decoder :func:`build`, the canonical parser :func:`parse` and sampling.
 """
-from .compact import (DEFAULT_K_MAX, CompactProgram, NotInSpaceError, Op, build, in_space, parse,
-                      random_compact, segments)
+from .compact import (DEFAULT_K_MAX, DEFAULT_MAX_RUNS, CompactProgram, NotInSpaceError, Op, build, in_space,
+                      parse, random_compact, segments)
 from .program import Program, full, validate_program, validate_programs
 
 __all__ = [
-    "DEFAULT_K_MAX", "CompactProgram", "NotInSpaceError", "Op", "Program", "build", "full", "in_space",
-    "parse", "random_compact", "segments", "validate_program", "validate_programs",
+    "DEFAULT_K_MAX", "DEFAULT_MAX_RUNS", "CompactProgram", "NotInSpaceError", "Op", "Program", "build", "full",
+    "in_space", "parse", "random_compact", "segments", "validate_program", "validate_programs",
 ]
