@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         encoder = EmbeddingEncoder.from_model(model, tok, args.model)
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     predictor = train_from_files(args.search, args.out, overrides, seed=args.seed, train_config=train_config,
-                                 encoder=encoder, cache_dir=cache_root() / "encoder-outputs")
+                                 encoder=encoder, cache_dir=cache_root() / "encoder-outputs", limit=args.limit)
     print(f"trained predictor ({predictor.num_parameters():,} trainable parameters) saved in {args.out}")
     return 0
 
@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     tr.add_argument("--lr", type=float, default=TrainConfig.lr)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--limit", type=int, default=None,
+                    help="only the first N records of each --search file (freeze files a search still appends to)")
     tr.add_argument("--max-runs", type=int, default=PredictorConfig.max_runs,
                     help="most runs of one segment in the predictor's compact space (default 2: skip, keep, "
                          "repeat); polar search repeats a block up to --max-repeats + 1 times, so 5 covers the "

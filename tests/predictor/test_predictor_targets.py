@@ -126,6 +126,17 @@ def test_load_search_results(tmp_path, toy):
         load_search_results(tmp_path / "missing.jsonl")
 
 
+def test_load_search_results_limit_takes_the_first_records_of_each_file(tmp_path, toy):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    toy.write_results(a, toy.family_records(4), settings={"model": "m", "num_layers": 6})
+    b.write_text("".join(json.dumps({"id": f"x{i}", "question": "q?", "final_valid_transitions": [[0, 1]]}) + "\n"
+                         for i in range(3)))
+    assert [r.id for r in load_search_results([a, b], limit=2)] == ["p0", "p1", "x0", "x1"]
+    assert len(load_search_results([a, b], limit=10)) == 7
+    with pytest.raises(ValueError, match="limit must be a positive int"):
+        load_search_results(a, limit=0)
+
+
 def test_split_is_by_problem_and_stable():
     ids = [f"q{i}" for i in range(100)]
     train, val = split_problems(ids, 0.2, seed=3)

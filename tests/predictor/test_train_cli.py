@@ -57,3 +57,17 @@ def test_polar_train_max_runs(tmp_path, capsys):
         cli.main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--max-runs" in help_text and "--max-repeats + 1" in help_text
+
+
+def test_polar_train_limit_reads_the_first_records_of_each_file(tmp_path):
+    save_tiny_model(tmp_path / "tiny", num_layers=6)
+    recs = [{"id": f"p{i}", "question": f"w{5 + i} w{6 + i}", "gt_ans": "1", "initial_score": 0.0,
+             "final_valid_transitions": [[0, 1, 1, 2, 3, 4, 5]], "final_invalid_transitions": [],
+             "model": str(tmp_path / "tiny"), "num_layers": 6} for i in range(10)]
+    search = tmp_path / "search.jsonl"
+    search.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "ckpt"
+    assert cli.main(["train", "--search", str(search), "--out", str(out), "--encoder", "llm", "--model",
+                     str(tmp_path / "tiny"), "--epochs", "1", "--batch-size", "4", "--threads", "1", "--limit", "6"]) == 0
+    training = json.loads((out / "config.json").read_text())["training"]
+    assert training["targets"]["problems"] == 6 and training["data_files"] == {str(search): "first 6 records"}

@@ -60,8 +60,10 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
-def load_search_results(paths: Sequence[str | os.PathLike] | str | os.PathLike) -> list[SearchRecord]:
-    """Read search results files (JSONL, ``.gz`` allowed) into records, in file order.
+def load_search_results(paths: Sequence[str | os.PathLike] | str | os.PathLike,
+                        limit: int | None = None) -> list[SearchRecord]:
+    """Read search results files (JSONL, ``.gz`` allowed) into records, in file order;
+    ``limit``: only the first ``limit`` records of each file (a file still growing can be frozen).
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and line
     for a line that is not a JSON object with a string ``question``, an ``id`` and a list
@@ -69,15 +71,21 @@ def load_search_results(paths: Sequence[str | os.PathLike] | str | os.PathLike) 
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
     records: list[SearchRecord] = []
     seen: dict[str, str] = {}
     for path in map(Path, paths):
         if not path.is_file():
             raise FileNotFoundError(f"search results file not found: {path}")
+        taken = 0
         with _open_text(path) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                if limit is not None and taken == limit:
+                    break
+                taken += 1
                 where = f"{path}:{n}"
                 try:
                     rec = json.loads(line)

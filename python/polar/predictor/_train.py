@@ -306,8 +306,10 @@ def train_from_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathL
                      config: PredictorConfig | dict[str, Any] | None = None, *, seed: int = 0,
                      train_config: TrainConfig | None = None, encoder: TextEncoder | None = None,
                      cache_dir: str | os.PathLike | None = None, progress: bool = True,
-                     on_step: Callable[[int, dict[str, float]], None] | None = None) -> Predictor:
-    """Train on search results files (JSONL, one record per problem) into ``out_dir``.
+                     on_step: Callable[[int, dict[str, float]], None] | None = None,
+                     limit: int | None = None) -> Predictor:
+    """Train on search results files (JSONL, one record per problem) into ``out_dir``; ``limit``:
+    the first ``limit`` records of each file only (recorded in ``data_files``).
 
     ``config``: a :class:`PredictorConfig`, or a dict of its fields; fields not given there
     (``num_layers``, ``llm_name``) come from the results' ``settings`` (``num_layers``, ``model``).
@@ -317,7 +319,7 @@ def train_from_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathL
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no search results file given")
-    records = load_search_results(paths)
+    records = load_search_results(paths, limit=limit)
     found = _result_settings(records)
     fields = dict(config.to_dict()) if isinstance(config, PredictorConfig) else dict(config or {})
     for key, field in (("num_layers", "num_layers"), ("model", "llm_name")):
@@ -330,6 +332,8 @@ def train_from_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathL
     if fields.get("num_layers") is None:
         raise ValueError("the search results do not record the model's depth (settings.num_layers); "
                          "give it in config (num_layers)")
-    data_files = {str(p): sha256_file(p) for p in paths}
+    # A file read only in part is described by its limit (it may still grow); records_sha256
+    # in the checkpoint fixes exactly what was read either way.
+    data_files = {str(p): sha256_file(p) if limit is None else f"first {limit} records" for p in paths}
     return train(records, PredictorConfig.from_dict(fields), out_dir, seed=seed, train_config=train_config,
                  encoder=encoder, data_files=data_files, cache_dir=cache_dir, progress=progress, on_step=on_step)
