@@ -36,16 +36,21 @@ def lengths_of(cp: CompactProgram):
     return [b - a + 1 for a, b in cp.segments()]
 
 
-@st.composite
-def representations(draw, max_layers=40):
-    """(CompactProgram, k_max) with at least one non-skip op."""
-    k_max = draw(st.integers(1, 5))
-    num_layers = draw(st.integers(1, max_layers))
-    lengths, left = [], num_layers
+def draw_lengths(draw, k_max: int, max_layers: int) -> list[int]:
+    """Segment lengths (each 1..k_max) of a random model of 1..max_layers layers."""
+    lengths, left = [], draw(st.integers(1, max_layers))
     while left:
         n = draw(st.integers(1, min(k_max, left)))
         lengths.append(n)
         left -= n
+    return lengths
+
+
+@st.composite
+def representations(draw, max_layers=40):
+    """(CompactProgram, k_max) with at least one non-skip op."""
+    k_max = draw(st.integers(1, 5))
+    lengths = draw_lengths(draw, k_max, max_layers)
     ops = draw(st.lists(st.sampled_from(list(Op)), min_size=len(lengths), max_size=len(lengths)))
     if all(op == Op.SKIP for op in ops):
         ops[draw(st.integers(0, len(ops) - 1))] = draw(st.sampled_from([Op.KEEP, Op.REPEAT]))
@@ -382,12 +387,7 @@ def run_representations(draw, max_layers=30):
     """(CompactProgram, k_max, max_runs) with ops in 0..max_runs and at least one non-skip op."""
     k_max = draw(st.integers(1, 5))
     max_runs = draw(st.integers(1, 6))
-    num_layers = draw(st.integers(1, max_layers))
-    lengths, left = [], num_layers
-    while left:
-        n = draw(st.integers(1, min(k_max, left)))
-        lengths.append(n)
-        left -= n
+    lengths = draw_lengths(draw, k_max, max_layers)
     ops = draw(st.lists(st.integers(0, max_runs), min_size=len(lengths), max_size=len(lengths)))
     if not any(ops):
         ops[draw(st.integers(0, len(ops) - 1))] = draw(st.integers(1, max_runs))
