@@ -43,6 +43,7 @@ class DemoConfig:
     k: int = 3                    # candidates per method
     epochs: int = 40              # predictor training epochs
     encoder: str = "minilm"       # predictor encoder: 'minilm', a folder, or 'llm'
+    max_runs: int = 5             # predictor op space: a segment runs 0..max_runs times (search repeats up to 4 more)
     batch_size: int = 64
     seed: int = 0
     device: str | None = None     # where the model runs (default CPU)
@@ -99,7 +100,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, threads: int | None = None
     if valid:
         _phase("train predictor", (ckpt / "model.safetensors").is_file(), f"{valid} problems with a valid program")
         encoder = EmbeddingEncoder.from_model(model, tok, config.model) if config.encoder == "llm" else None
-        predictor: Predictor = train_from_files(search_files, ckpt, {"encoder": config.encoder}, seed=config.seed,
+        predictor: Predictor = train_from_files(search_files, ckpt, {"encoder": config.encoder, "max_runs": config.max_runs}, seed=config.seed,
                                                 train_config=TrainConfig(epochs=config.epochs, batch_size=16),
                                                 encoder=encoder)
         methods.insert(0, PolarMethod(predictor))
