@@ -89,7 +89,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                     shard=parse_shard(args.shard) if args.shard else None, search=search, device=args.device)
     check_device(args.device)
     ray = _ray_options(args) if args.ray else None
-    print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads), indent=2))
+    print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads, max_active=args.max_active), indent=2))
     return 0
 
 
@@ -310,6 +310,9 @@ def _add_search_commands(sub) -> None:
     srch.add_argument("--no-early-answer", action="store_true",
                       help="generate to the token budget instead of stopping once the graded answer is final")
     srch.add_argument("--leaves", type=int, default=d.leaves_per_round, help="leaves per tree per round (virtual loss)")
+    srch.add_argument("--max-active", type=int, default=None,
+                      help="at most N problems in progress at once (default: as many as fill the batches; a cap "
+                           "writes records steadily, so a kill loses less, but batches may run less full)")
     srch.add_argument("--max-block", type=int, default=d.max_block, help="k: entries per skipped/repeated block")
     srch.add_argument("--max-repeats", type=int, default=d.max_repeats, help="r: extra runs of a repeated block")
     srch.add_argument("--min-length", type=float, default=d.min_length, help="shortest program, times D")

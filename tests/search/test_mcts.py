@@ -129,3 +129,19 @@ def test_config_errors():
                 dict(max_length=0.9), dict(leaves_per_round=0), dict(widening=0)):
         with pytest.raises(ValueError):
             SearchConfig(**bad).validate()
+
+
+def test_max_active_caps_trees_in_progress_without_changing_them(planted, word_problems):
+    cfg = SearchConfig(space="skip+loop", simulations=12, seed=3)
+    reward = lambda problem, program: (sum(program) + len(problem.id)) % 3 == 0  # noqa: E731
+    problems = word_problems(6)
+    free = search_problems(problems, planted(reward), cfg, batch_size=64)
+    ev = planted(reward)
+    finished_at: list[int] = []  # evaluate calls made when each tree finished
+    capped = search_problems(problems, ev, cfg, batch_size=64, max_active=2,
+                             on_finish=lambda p, tree, wall: finished_at.append(len(ev.batches)))
+    assert all(free[p.id].snapshot() == capped[p.id].snapshot() for p in problems)
+    assert max(ev.batches) <= 2 * cfg.leaves_per_round  # two trees at most in any round
+    assert len(finished_at) == 6 and finished_at[0] < finished_at[-1] // 2  # the first finished early
+    with pytest.raises(ValueError, match="max_active"):
+        search_problems(problems, ev, cfg, batch_size=64, max_active=0)

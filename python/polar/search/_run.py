@@ -136,6 +136,11 @@ def problem_record(problem: Problem, tree: Tree, wall_s: float) -> dict:
     }
 
 
+def _check_max_active(max_active: int | None) -> None:
+    if max_active is not None and (isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1):
+        raise ValueError(f"max_active must be a positive int or None, got {max_active!r}")
+
+
 @dataclass
 class _Active:
     problem: Problem
@@ -144,10 +149,17 @@ class _Active:
 
 
 def search_problems(problems: list[Problem], evaluator: Evaluator, config: SearchConfig, batch_size: int,
-                    on_finish=None, progress: bool = False) -> dict[str, Tree]:
+                    on_finish=None, progress: bool = False, max_active: int | None = None) -> dict[str, Tree]:
     """Search every problem with batched rounds (see the module docstring); ``on_finish(problem,
-    tree, wall_s)`` is called as each tree finishes. Returns ``{problem id: tree}``."""
+    tree, wall_s)`` is called as each tree finishes. Returns ``{problem id: tree}``.
+
+    ``max_active``: at most this many trees in progress at once (None: as many as fill the
+    batches). Trees are seeded per problem and never share a node, so the trees do not depend on
+    it; a cap makes problems finish (and get written) steadily instead of all near the end, so a
+    killed run loses less, at the price of less full batches when trees propose few leaves.
+    """
     config.validate()
+    _check_max_active(max_active)
     repeated = [pid for pid, n in Counter(p.id for p in problems).items() if n > 1]
     if repeated:
         raise ValueError(f"problem id {repeated[0]!r} appears twice in the data")
@@ -169,7 +181,8 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
                     continue
                 batch += [(item, node) for node in item.tree.propose(config.leaves_per_round)]
                 served.append(item)
-            while queue and not waiting and len(batch) < batch_size:
+            while queue and not waiting and len(batch) < batch_size and (
+                    max_active is None or len(served) + len(waiting) < max_active):
                 problem = queue.popleft()
                 item = _Active(problem, Tree(problem.id, evaluator.num_layers, config), time.perf_counter())
                 trees[problem.id] = item.tree
@@ -217,7 +230,7 @@ class SearchWorker:
 
 def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = None,
                problems: list[Problem] | None = None, ray: RayOptions | None = None,
-               threads: int | None = None) -> dict:
+               threads: int | None = None, max_active: int | None = None) -> dict:
     """Search the problems of ``run.data`` (or ``problems``), appending one record per finished
     problem to ``out`` and skipping those already there; returns a summary.
 
@@ -227,8 +240,11 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
     model is loaded. ``ray``: run the problems on Ray actors instead (:func:`polar.tasks.workers.run_ray`;
     each actor loads the model once and searches batches of ``ray.batch_units`` problems; trees are
     seeded per problem, so the records equal a local run's); ``threads`` per actor.
+    ``max_active``: at most this many problems in progress at once (see :func:`search_problems`;
+    not a setting of the results: the records do not depend on it).
     """
     run.validate()
+    _check_max_active(max_active)
     if problems is None:
         problems = resolve(run.data)
     if run.limit is not None:
@@ -256,7 +272,8 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
         evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer)
     start = time.perf_counter()  # search time only (the model is loaded)
     if todo:
-        search_problems(todo, evaluator, run.search, run.batch_size, on_finish=write, progress=run.progress)
+        search_problems(todo, evaluator, run.search, run.batch_size, on_finish=write, progress=run.progress,
+                        max_active=max_active)
     return _summary(out, problems, todo, store, time.perf_counter() - start)
 
 
