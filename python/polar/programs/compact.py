@@ -23,6 +23,7 @@ repeated block longer than ``k_max`` or with a gap) are valid programs without a
 from __future__ import annotations
 
 import enum
+import itertools
 import operator
 import sys
 from dataclasses import dataclass
@@ -141,14 +142,9 @@ class CompactProgram:
         return f"CompactProgram(D={self.num_layers}, [{', '.join(parts)}])"
 
 
-def _check_k_max(k_max: int) -> None:
-    if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1:
-        raise ValueError(f"k_max must be a positive int, got {k_max!r}")
-
-
-def _check_max_runs(max_runs: int) -> None:
-    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
-        raise ValueError(f"max_runs must be a positive int, got {max_runs!r}")
+def _check_positive_int(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def build(z_seg: Sequence[int], ops: Sequence[int], k_max: int = DEFAULT_K_MAX, *,
@@ -160,8 +156,8 @@ def build(z_seg: Sequence[int], ops: Sequence[int], k_max: int = DEFAULT_K_MAX, 
     malformed mask, a wrong op count, an op that is not an int in ``0 .. max_runs``, a segment
     longer than ``k_max``, or all segments skipped (a program cannot be empty).
     """
-    _check_k_max(k_max)
-    _check_max_runs(max_runs)
+    _check_positive_int(k_max, "k_max")
+    _check_positive_int(max_runs, "max_runs")
     cp = CompactProgram(tuple(z_seg), tuple(ops))
     segs = cp.segments()
     for s, ((a, b), op) in enumerate(zip(segs, cp.ops)):
@@ -192,8 +188,8 @@ def parse(program, num_layers: int, k_max: int = DEFAULT_K_MAX, *, max_runs: int
     ``[0, num_layers)``) and :class:`NotInSpaceError` (a ``ValueError``) for a valid program
     with no representation, saying why.
     """
-    _check_k_max(k_max)
-    _check_max_runs(max_runs)
+    _check_positive_int(k_max, "k_max")
+    _check_positive_int(max_runs, "max_runs")
     p = list(validate_program(program, num_layers, max_length=sys.maxsize))
     D, N = num_layers, len(p)
     # A state (i, j) means: layers 0..i-1 are decoded into steps p[:j]. Decoding emits layers in
@@ -319,7 +315,7 @@ def random_compact(
     Raises ``ValueError`` for ``op_probs`` that are not at least 2 non-negative weights with a
     positive weight on some non-zero run count.
     """
-    _check_k_max(k_max)
+    _check_positive_int(k_max, "k_max")
     if num_layers <= 0:
         raise ValueError(f"num_layers must be positive, got {num_layers}")
     if not 0.0 <= p_boundary <= 1.0:
@@ -329,10 +325,7 @@ def random_compact(
         raise ValueError(f"op_probs must be at least 2 non-negative weights (runs 0 (skip), 1 (keep), 2 (repeat), ...) "
                          f"with some weight on runs >= 1, got {op_probs}")
     total = sum(probs)
-    cum, acc = [], 0.0
-    for k, x in enumerate(probs[:-1]):  # cum[k] = P(runs <= k); the last count takes the rest
-        acc = x if k == 0 else acc + x
-        cum.append(acc / total)
+    cum = [c / total for c in itertools.accumulate(probs[:-1])]  # cum[k] = P(runs <= k); the last count takes the rest
 
     while True:
         z_seg, run = [1], 1
