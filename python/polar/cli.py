@@ -27,7 +27,7 @@ from .evaluation import (DEFAULT_MAX_NEW_TOKENS, METHOD_NAMES, AccuracyConfig, E
 from .evaluation.ask import ask, format_ask
 from .evaluation.demo import DemoConfig, demo_table, run_demo
 from .evaluation.report import markdown_table
-from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, SPACES, SearchConfig, SearchRun, analyze,
+from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, SPACES, SearchConfig, SearchRun, analyze,
                      export_supervision, merge_results, parse_shard, run_search)
 from .models import cache_root, check_device, load_model
 from .predictor import EmbeddingEncoder, Predictor, PredictorConfig, TrainConfig, train_from_files
@@ -89,7 +89,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                     shard=parse_shard(args.shard) if args.shard else None, search=search, device=args.device)
     check_device(args.device)
     ray = _ray_options(args) if args.ray else None
-    print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads, max_active=args.max_active), indent=2))
+    print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads, max_active=args.max_active,
+                                prefix_cache_mb=args.prefix_cache_mb), indent=2))
     return 0
 
 
@@ -313,6 +314,8 @@ def _add_search_commands(sub) -> None:
     srch.add_argument("--max-active", type=int, default=None,
                       help="at most N problems in progress at once (default: as many as fill the batches; a cap "
                            "writes records steadily, so a kill loses less, but batches may run less full)")
+    srch.add_argument("--prefix-cache-mb", type=int, default=DEFAULT_PREFIX_CACHE_MB,
+                      help="memory (MiB, per process) for the few-shot prefix's states kept across rounds; 0: none")
     srch.add_argument("--max-block", type=int, default=d.max_block, help="k: entries per skipped/repeated block")
     srch.add_argument("--max-repeats", type=int, default=d.max_repeats, help="r: extra runs of a repeated block")
     srch.add_argument("--min-length", type=float, default=d.min_length, help="shortest program, times D")

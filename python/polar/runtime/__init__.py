@@ -9,20 +9,22 @@ no-cache loops everything is tested against.
 Shared prefixes (DESIGN.md section 4b, on by default): :mod:`.units` plans the states several
 rows share (a radix tree over the prompts x a program trie per tree node; waves over these units
 from the compiled scheduler) and :mod:`.shared` runs them, keys/values stored once in a
-:class:`PooledKVCache` and read by every row that shares them.
+:class:`PooledKVCache` and read by every row that shares them; a :class:`PrefixCache` keeps the
+common prompt prefix's states across :func:`generate` calls (:mod:`.prefix_cache`).
 """
 from .adapters import SUPPORTED_MODEL_TYPES, ModelAdapter, UnsupportedModelError, get_adapter
 from .cache import PooledKVCache, StepKVCache
 from .executor import ExecutionResult, batched_execute
 from .generation import GenerationResult, generate, stop_end
 from .packing import PackedPrograms, pack
+from .prefix_cache import PrefixCache
 from .reference import reference_forward, reference_generate
 from .runners import BACKENDS
 from .schedule import DEFAULT_POLICY, POLICIES, Waves, plan_waves, plan_waves_reference
 
 __all__ = [
     "BACKENDS", "DEFAULT_POLICY", "POLICIES", "SUPPORTED_MODEL_TYPES", "ExecutionResult", "GenerationResult",
-    "ModelAdapter", "PackedPrograms", "PooledKVCache", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
+    "ModelAdapter", "PackedPrograms", "PooledKVCache", "PrefixCache", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
     "generate", "get_adapter", "pack", "plan_waves", "plan_waves_reference", "reference_forward",
     "reference_generate", "stop_end",
 ]

@@ -26,6 +26,7 @@ from .packing import pack
 from .packing import PackedPrograms
 from .runners import WaveRunner, WaveStep, get_runner, prepare_waves
 from .schedule import DEFAULT_POLICY, check_policy, plan_waves
+from .prefix_cache import PrefixCache
 from .shared import SharedGeneration
 
 
@@ -42,7 +43,8 @@ class GenerationResult:
 
     Work, in layer applications x token columns (pad columns not counted): ``prefill_work`` and
     ``decode_work`` done, ``prefill_work_unshared``/``decode_work_unshared`` what the same call
-    does without prefix sharing (equal when ``share_prefix=False``). ``cache_entries``: key (=
+    does without prefix sharing (equal when ``share_prefix=False``); ``prefill_work_cached``: the
+    part of the shared work that ``prefix_cache`` supplied (not in ``prefill_work``). ``cache_entries``: key (=
     value) columns of KV cache used, each ``num_layers``-independent ``[H_kv, head_dim]``;
     ``cache_entries_unshared``: what the unshared cache allocates (``N x (T + max_new_tokens)``,
     ``N`` = total program steps, ``T`` = padded prompt length).
@@ -60,6 +62,7 @@ class GenerationResult:
     decode_row_layers: int = 0
     prefill_work: int = 0
     prefill_work_unshared: int = 0
+    prefill_work_cached: int = 0
     decode_work: int = 0
     decode_work_unshared: int = 0
     cache_entries: int = 0
@@ -200,7 +203,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
              stop_fn: Callable[[int, str], bool] | None = None,
              seed: int | None = None, policy: str = DEFAULT_POLICY,
              max_program_length: int | None = None, backend: str = "auto",
-             share_prefix: bool = True) -> GenerationResult:
+             share_prefix: bool = True, prefix_cache: PrefixCache | None = None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
 
     ``inputs``: text (str or list of str, needs ``tokenizer``; left-padded), a dict/BatchEncoding
@@ -215,7 +218,10 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     all. ``policy``, ``backend`` and ``share_prefix`` are as in :func:`polar.batched_execute`
     (with ``share_prefix``, decode also shares: rows with the same prompt, the same tokens so far
     and a common program prefix compute that prefix's new column once). Tokens are the same with
-    sharing on or off (logits agree up to float rounding).
+    sharing on or off (logits agree up to float rounding). ``prefix_cache``
+    (:class:`polar.runtime.PrefixCache`, needs ``share_prefix``): states of the prompts' common
+    prefix are looked up in it and stored into it, so that later calls on prompts with the same
+    prefix (a search's rounds) skip the program prefixes computed before; same tokens.
 
     Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
     """
@@ -232,9 +238,17 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     eos = _eos_ids(model, tokenizer, eos_token_id)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
+    if prefix_cache is not None:
+        if not share_prefix:
+            raise ValueError("prefix_cache needs share_prefix=True")
+        prefix_cache.bind((id(model), adapter.dtype, str(adapter.device)))
+
     packed = pack(progs)
-    engine_cls = SharedGeneration if share_prefix else _PlainGeneration
-    engine = engine_cls(adapter, runner, input_ids, attention_mask, packed, policy, max_new_tokens)
+    if share_prefix:
+        engine = SharedGeneration(adapter, runner, input_ids, attention_mask, packed, policy, max_new_tokens,
+                                  prefix_cache)
+    else:
+        engine = _PlainGeneration(adapter, runner, input_ids, attention_mask, packed, policy, max_new_tokens)
     logits = engine.prefill()                                               # [B, V]
     result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
                               executed_layers=[len(p) for p in progs],
@@ -261,6 +275,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
 
     result.prefill_waves, result.decode_waves = engine.prefill_waves, engine.decode_waves
     result.prefill_work, result.prefill_work_unshared = engine.prefill_work, engine.prefill_work_unshared
+    result.prefill_work_cached = getattr(engine, "prefill_work_cached", 0)
     result.decode_work, result.decode_work_unshared = engine.decode_work, engine.decode_work_unshared
     result.decode_row_layers = engine.decode_work
     result.cache_entries = engine.cache_entries

@@ -23,19 +23,34 @@ from .cache import PooledKVCache
 from .masks import PassContext
 from .packing import PackedPrograms
 from .runners import WaveRunner
-from .units import PrefillPlan, build_prompt_tree, plan_decode_step, plan_prefill
+from .prefix_cache import CachedUnit, PrefixCache
+from .units import PrefillPlan, build_prompt_tree, plan_decode_step, plan_prefill, prompt_units
 
 
-def run_prefill(adapter: ModelAdapter, runner: WaveRunner, plan: PrefillPlan, cache: PooledKVCache) -> list[torch.Tensor]:
-    """Run ``plan``; returns each level's buffer ``[lanes, width, d]`` of final states."""
+def run_prefill(adapter: ModelAdapter, runner: WaveRunner, plan: PrefillPlan, cache: PooledKVCache,
+                starts: dict[int, torch.Tensor] | None = None,
+                capture: dict[int, torch.Tensor] | None = None) -> list[torch.Tensor]:
+    """Run ``plan``; returns each level's buffer ``[lanes, width, d]`` of final states.
+
+    ``starts``: for each lane of ``plan.lane_start``, the done unit's states ``[span, d]`` it starts
+    from. ``capture`` (filled in): for each unit whose id is a key, its states ``[span, d]`` right
+    after it runs (later units of its lane overwrite them)."""
     buffers, contexts = [], []
     for lv in plan.levels:
         emb = adapter.embed(lv.tokens)                                       # [G_d, width, d]
         buffers.append(emb.index_select(0, lv.lane_node))                   # [lanes, width, d]
         key_pos = torch.arange(lv.key_width, device=emb.device).expand(len(lv.nodes), -1)  # [G_d, K]
         contexts.append(PassContext(adapter, emb, lv.key_valid, key_pos, lv.query_pos, lv.query_pos))
-    for level, step in plan.steps:
+    for lane, states in (starts or {}).items():
+        lv = plan.levels[plan.lane_level[lane]]
+        buffers[plan.lane_level[lane]][lane - lv.first_lane, : states.shape[0]] = states
+    span = plan.tree.span[plan.table.group]                                 # [U]
+    for (level, step), units in zip(plan.steps, plan.step_units):
         buffers[level] = runner.run(adapter, buffers[level], [step], contexts[level], cache)
+        for u in (units.tolist() if capture is not None else ()):
+            if u in capture:
+                lane = plan.table.lane[u] - plan.levels[level].first_lane
+                capture[u] = buffers[level][lane, : span[u]].clone()         # [span, d]
     return buffers
 
 
@@ -86,11 +101,19 @@ class SharedGeneration:
     """
 
     def __init__(self, adapter: ModelAdapter, runner: WaveRunner, input_ids: torch.Tensor,
-                 attention_mask: torch.Tensor, packed: PackedPrograms, policy: str, max_new_tokens: int):
+                 attention_mask: torch.Tensor, packed: PackedPrograms, policy: str, max_new_tokens: int,
+                 prefix_cache: PrefixCache | None = None):
         self.adapter, self.runner, self.packed, self.policy = adapter, runner, packed, policy
-        self.tree = build_prompt_tree(input_ids, attention_mask)
+        self.prefix_cache = prefix_cache if prefix_cache is not None and prefix_cache.max_bytes > 0 else None
+        anchors = self.prefix_cache.anchors if self.prefix_cache is not None else ()
+        self.tree = build_prompt_tree(input_ids, attention_mask, anchors)
         width = int(self.tree.lengths.max()) + max_new_tokens
-        self.plan = plan_prefill(self.tree, packed, policy, adapter.num_layers, adapter.device, key_width=width)
+        table = prompt_units(self.tree, packed)
+        self._cached = self._lookup(table) if self.prefix_cache is not None else {}
+        done = np.zeros(table.num_units, dtype=bool)
+        done[list(self._cached)] = True
+        self.plan = plan_prefill(self.tree, packed, policy, adapter.num_layers, adapter.device, key_width=width,
+                                 done=done, table=table)
         most = self.plan.pool_entries + packed.total_steps * (max_new_tokens - 1)  # every decode column unshared
         self.cache = PooledKVCache(min(self.plan.pool_entries + packed.total_steps, most), adapter.num_kv_heads,
                                    adapter.head_dim, adapter.dtype, adapter.device, max_entries=most)
@@ -100,11 +123,56 @@ class SharedGeneration:
         self._ids: dict[tuple[int, int], int] = {}
         self.prefill_waves = self.plan.num_waves
         self.prefill_work, self.prefill_work_unshared = self.plan.work, self.plan.work_unshared
+        self.prefill_work_cached = self.plan.done_work
         self.decode_waves = self.decode_work = self.decode_work_unshared = 0
 
+    def _lookup(self, table) -> dict[int, int]:
+        """Units of depth-0 nodes found in the prefix cache: unit -> cache node (parents first)."""
+        tree, cache = self.tree, self.prefix_cache
+        roots = {int(g): cache.root(self._anchor(g)) for g in np.nonzero(tree.depth == 0)[0]}
+        found: dict[int, int] = {}
+        for u in np.nonzero(tree.depth[table.group] == 0)[0].tolist():       # parents come first
+            p = int(table.parent[u])
+            at = roots[int(table.group[u])] if p < 0 else found.get(p)
+            node = cache.child(at, int(table.layer[u]))
+            if node is not None:
+                found[u] = node
+        return found
+
+    def _anchor(self, g: int) -> tuple[int, ...]:
+        tree = self.tree
+        return tuple(tree.tokens[tree.rep_row[g], tree.start[g]:tree.end[g]].tolist())
+
     def prefill(self) -> torch.Tensor:
-        buffers = run_prefill(self.adapter, self.runner, self.plan, self.cache)
-        return prefill_logits(self.adapter, self.plan, buffers)
+        plan, cache = self.plan, self.prefix_cache
+        if cache is None:
+            return prefill_logits(self.adapter, plan, run_prefill(self.adapter, self.runner, plan, self.cache))
+        table, tree = plan.table, self.tree
+        span = tree.span[table.group]                                        # [U]
+        # keys/values of the cached units into their pool entries; lanes that continue them
+        for u, node in self._cached.items():
+            unit = cache.get(node)
+            entries = torch.arange(int(plan.unit_base[u]), int(plan.unit_base[u] + span[u]), device=unit.keys.device)
+            self.cache.keys.index_copy_(0, entries, unit.keys)
+            self.cache.values.index_copy_(0, entries, unit.values)
+        node_of = {u: n for u, n in self._cached.items()}
+        starts = {lane: cache.get(node_of[int(u)]).hidden for lane, u in enumerate(plan.lane_start.tolist()) if u >= 0}
+        new = [u for u in np.nonzero(tree.depth[table.group] == 0)[0].tolist() if u not in self._cached]
+        capture: dict[int, torch.Tensor] = dict.fromkeys(new)
+        buffers = run_prefill(self.adapter, self.runner, plan, self.cache, starts, capture)
+        # store the new units (parents first), then mark every unit used, deepest first
+        for u in new:
+            p = int(table.parent[u])
+            parent = cache.root(self._anchor(int(table.group[u])), create=True) if p < 0 else node_of[p]
+            lo, hi = int(plan.unit_base[u]), int(plan.unit_base[u] + span[u])
+            node_of[u] = cache.add(parent, int(table.layer[u]), CachedUnit(
+                self.cache.keys[lo:hi].clone(), self.cache.values[lo:hi].clone(), capture[u]))
+        used = sorted(node_of, key=lambda u: -int(table.step[u]))
+        cache.touch(node_of[u] for u in used)
+        cache.hits += len(self._cached)
+        cache.misses += len(new)
+        cache.trim()
+        return prefill_logits(self.adapter, plan, buffers)
 
     def decode(self, active: list[int], tokens: torch.Tensor, t: int) -> torch.Tensor:
         adapter = self.adapter

@@ -40,6 +40,7 @@ order ``[0, 1, 2]``, ``[0, 1, 3]``, ``[0, 2]``): ``[0]``, ``[0, 1]`` and ``[0, 1
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,8 +85,13 @@ class PromptTree:
         return self.end - self.start
 
 
-def build_prompt_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PromptTree:
-    """The radix tree of the rows' real tokens (``input_ids``/``attention_mask`` ``[B, T]``, any padding)."""
+def build_prompt_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      anchors: Sequence[Sequence[int]] = ()) -> PromptTree:
+    """The radix tree of the rows' real tokens (``input_ids``/``attention_mask`` ``[B, T]``, any padding).
+
+    ``anchors``: token sequences; a depth-0 node that extends one of them is split after the
+    longest such anchor, so that node's states can be found under the anchor's tokens (the
+    states cached by :class:`.prefix_cache.PrefixCache` across calls)."""
     ids, mask = input_ids.cpu(), attention_mask.cpu().bool()
     B, T = ids.shape
     lengths = mask.sum(1).numpy().astype(np.int64)
@@ -103,6 +109,8 @@ def build_prompt_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
             seg = tokens[grp, s:]                                       # [n, T - s]
             same = (seg == seg[0]).all(0) & (seg[0] >= 0)
             e = s + (int(np.argmin(same)) if not same.all() else same.size)
+            if par < 0:  # split after the longest anchor this node extends
+                e = max((len(a) for a in anchors if 0 < len(a) < e and np.array_equal(seg[0, :len(a)], a)), default=e)
             g = len(start)
             start.append(s), end.append(e), parent.append(par), depth.append(d), rep.append(int(grp[0]))
             for r in grp.tolist():
@@ -179,13 +187,22 @@ def build_unit_table(packed: PackedPrograms, member_row: np.ndarray, member_grou
                      member_units, member_slots, lane_end, group[lane_end])
 
 
-def plan_unit_waves(table: UnitTable, policy: str, num_layers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(wave_layers [W], wave_offsets [W+1], wave_units [U])`` from the compiled planner; units
-    sorted inside each wave."""
+def plan_unit_waves(table: UnitTable, policy: str, num_layers: int,
+                    done: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(wave_layers [W], wave_offsets [W+1], wave_units)`` from the compiled planner; units
+    sorted inside each wave. ``done`` ``[U]`` (bool, closed under parents): units whose states are
+    known already; they are left out (their children become roots)."""
     as32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int32))  # noqa: E731
-    layers, offsets, units, _ = _plan_unit_waves(as32(table.parent), as32(table.layer), as32(table.lane_end),
-                                                 policy, num_layers)
-    return layers.numpy().astype(np.int64), offsets.numpy().astype(np.int64), units.numpy().astype(np.int64)
+    parent, layer, lane_end = table.parent, table.layer, table.lane_end
+    kept = np.arange(table.num_units)
+    if done is not None and done.any():
+        kept = np.nonzero(~done)[0]
+        new_id = np.cumsum(~done) - 1                                        # [U] index among kept units
+        par = parent[kept]
+        parent = np.where((par < 0) | done[np.maximum(par, 0)], -1, new_id[np.maximum(par, 0)])
+        layer, lane_end = layer[kept], new_id[lane_end[~done[lane_end]]]
+    layers, offsets, units, _ = _plan_unit_waves(as32(parent), as32(layer), as32(lane_end), policy, num_layers)
+    return layers.numpy().astype(np.int64), offsets.numpy().astype(np.int64), kept[units.numpy().astype(np.int64)]
 
 
 def _as_index(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -240,7 +257,10 @@ class PrefillPlan:
     position (:data:`.cache.SCRATCH_ENTRY` where it has none yet). ``row_lane`` ``[B]``: the
     (global) lane holding each row's last prompt node after its program. ``work``: row-layer x
     position applications computed; ``work_unshared``: the same without sharing
-    (``sum_r len(pi_r) * n_r``).
+    (``sum_r len(pi_r) * n_r``); ``done_work``: what the caller's done units saved. ``unit_base``
+    ``[U]``: each unit's first pool entry; ``lane_start`` ``[lanes]``: the done unit whose final
+    state a lane starts from (-1: its node's embeddings, or a copy made during the run);
+    ``step_units``: the units each step of ``steps`` computes.
     """
 
     tree: PromptTree
@@ -254,19 +274,38 @@ class PrefillPlan:
     lane_level: np.ndarray
     work: int
     work_unshared: int
+    unit_base: np.ndarray
+    lane_start: np.ndarray
+    step_units: list[np.ndarray]
+    done_work: int = 0
 
 
-def plan_prefill(tree: PromptTree, packed: PackedPrograms, policy: str, num_layers: int, device: torch.device,
-                 key_width: int | None = None) -> PrefillPlan:
-    """Plan the shared prefill of ``packed`` programs over ``tree``'s prompts.
-
-    ``key_width``: positions of ``key_index`` (default: the longest prompt; generation adds room
-    for the new tokens)."""
+def prompt_units(tree: PromptTree, packed: PackedPrograms) -> UnitTable:
+    """The units of ``packed`` programs over ``tree``'s prompts: one member per (row, prompt node)."""
     B = packed.batch_size
     member_row = np.asarray([r for r in range(B) for _ in tree.row_nodes[r]], dtype=np.int64)
     member_group = np.asarray([g for r in range(B) for g in tree.row_nodes[r]], dtype=np.int64)
-    table = build_unit_table(packed, member_row, member_group)
-    wave_layers, wave_offsets, wave_units = plan_unit_waves(table, policy, num_layers)
+    return build_unit_table(packed, member_row, member_group)
+
+
+def plan_prefill(tree: PromptTree, packed: PackedPrograms, policy: str, num_layers: int, device: torch.device,
+                 key_width: int | None = None, done: np.ndarray | None = None,
+                 table: UnitTable | None = None) -> PrefillPlan:
+    """Plan the shared prefill of ``packed`` programs over ``tree``'s prompts.
+
+    ``key_width``: positions of ``key_index`` (default: the longest prompt; generation adds room
+    for the new tokens). ``done`` ``[U]`` (bool, over :func:`prompt_units`' units, closed under
+    parents; depth-0 nodes only): units whose keys/values and states the caller provides (the
+    pool entries ``plan.unit_base[u]..`` and the lanes of ``plan.lane_start``) instead of
+    computing them. ``table``: :func:`prompt_units` of the same arguments, when already built."""
+    table = prompt_units(tree, packed) if table is None else table
+    member_row, member_group = table.member_row, table.member_group
+    if done is None:
+        done = np.zeros(table.num_units, dtype=bool)
+    if len(done) != table.num_units or (done & (table.parent >= 0) & ~done[np.maximum(table.parent, 0)]).any() \
+            or (done & (tree.depth[table.group] > 0)).any():
+        raise ValueError("done must mark depth-0 units only, closed under parents")
+    wave_layers, wave_offsets, wave_units = plan_unit_waves(table, policy, num_layers, done)
 
     span = tree.span
     unit_span = span[table.group]                                           # [U]
@@ -308,19 +347,22 @@ def plan_prefill(tree: PromptTree, packed: PackedPrograms, policy: str, num_laye
 
     # Steps: each wave, level by level; lane hand-overs right after the unit that produces them.
     unit_wave = np.repeat(np.arange(len(wave_layers)), np.diff(wave_offsets))
-    wave_of = np.empty(table.num_units, dtype=np.int64)
+    wave_of = np.full(table.num_units, -1, dtype=np.int64)
     wave_of[wave_units] = unit_wave
     unit_level = node_level[table.group]
     after, src, dst = table.lane_copies()
+    run = ~done[after]                                                      # copies after a done unit: lane_start
+    after, src, dst = after[run], src[run], dst[run]
     copies: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for a, s, t in zip(wave_of[after].tolist(), src.tolist(), dst.tolist()):
         copies.setdefault((a, int(lane_level[s])), []).append((s, t))
-    steps = []
+    steps, step_units = [], []
     for w, layer in enumerate(wave_layers.tolist()):
         units = wave_units[wave_offsets[w]:wave_offsets[w + 1]]
         unit_lv = unit_level[units]
         for lvl in np.unique(unit_lv).tolist():
             lv, us = levels[lvl], units[unit_lv == lvl]
+            step_units.append(us)
             rows = table.lane[us] - lv.first_lane
             ctx_rows = table.group[us] - node_first[lvl]
             cols = np.arange(lv.width)
@@ -338,8 +380,18 @@ def plan_prefill(tree: PromptTree, packed: PackedPrograms, policy: str, num_laye
     row_lane = table.member_lane[last_member]
     assert np.array_equal(table.member_group[last_member], last)
     offsets = packed.offsets.numpy().astype(np.int64)
+    # A lane whose first unit to run continues a done unit starts from that unit's state; so does a
+    # lane with nothing to run (its final state is the done unit at its end).
+    lane_start = np.full(table.num_lanes, -1, dtype=np.int64)
+    first = np.nonzero(~done & (table.parent >= 0))[0]
+    first = first[done[table.parent[first]]]
+    lane_start[table.lane[first]] = table.parent[first]
+    ended = done[table.lane_end]
+    lane_start[ended] = table.lane_end[ended]
     return PrefillPlan(tree, table, levels, steps, len(wave_layers), pool_entries, key_index, row_lane, lane_level,
-                       work=int(unit_span.sum()), work_unshared=int((np.diff(offsets) * lengths).sum()))
+                       work=int(unit_span[~done].sum()), work_unshared=int((np.diff(offsets) * lengths).sum()),
+                       unit_base=base, lane_start=lane_start, step_units=step_units,
+                       done_work=int(unit_span[done].sum()))
 
 
 @dataclass

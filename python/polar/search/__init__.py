@@ -3,7 +3,8 @@
 - :mod:`._mcts`: :class:`SearchConfig`, :class:`Tree` (one per problem; skip / repeat actions,
   length bounds, UCB with a length penalty, virtual loss, progressive widening).
 - :mod:`._evaluate`: the :class:`Evaluator` interface and :class:`GenerateEvaluator` (one
-  ``polar.generate`` call per round, early-answer stop).
+  ``polar.generate`` call per round, early-answer stop, the few-shot prefix's states kept across
+  rounds).
 - :mod:`._run`: :func:`run_search` (batched rounds over many trees, resumable JSONL results,
   shards).
 - :mod:`._files`: :func:`merge_results`, :func:`export_supervision` (``merged_mcts_samples.json``).
@@ -16,13 +17,13 @@ Example::
                "results/search/l1_skip.jsonl")
 """
 from ._analyze import DEFAULT_BUDGETS, analyze
-from ._evaluate import DEFAULT_MAX_NEW_TOKENS, Evaluator, EvaluatorStats, GenerateEvaluator
+from ._evaluate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, Evaluator, EvaluatorStats, GenerateEvaluator
 from ._files import export_supervision, merge_results, read_results
 from ._mcts import SPACES, SearchConfig, Tree, child_programs
 from ._run import SearchRun, parse_shard, run_search, search_problems, select_shard, shard_of
 
 __all__ = [
-    "DEFAULT_BUDGETS", "DEFAULT_MAX_NEW_TOKENS", "SPACES", "Evaluator", "EvaluatorStats", "GenerateEvaluator",
+    "DEFAULT_BUDGETS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_PREFIX_CACHE_MB", "SPACES", "Evaluator", "EvaluatorStats", "GenerateEvaluator",
     "SearchConfig", "SearchRun", "Tree", "analyze", "child_programs", "export_supervision", "merge_results",
     "parse_shard", "read_results", "run_search", "search_problems", "select_shard", "shard_of",
 ]

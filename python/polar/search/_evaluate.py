@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..programs import Program
-from ..runtime import generate
+from ..runtime import PrefixCache, generate
 from ..tasks import Problem, answer_rule, build_prompt, is_correct, stop_strings
 
 #: ``grade(problem, program, text) -> correct``.
@@ -23,6 +23,9 @@ GradeFn = Callable[[Problem, Program, str], bool]
 
 #: The reference implementation's budget; with the early-answer rule few rows ever reach it.
 DEFAULT_MAX_NEW_TOKENS = 50
+
+#: Memory for the few-shot prefix's states kept across rounds (:class:`polar.runtime.PrefixCache`).
+DEFAULT_PREFIX_CACHE_MB = 4096
 
 
 class Evaluator(Protocol):
@@ -58,12 +61,19 @@ class GenerateEvaluator:
 
     ``grade`` replaces the grader (tests plant rewards with it while the model still runs);
     ``share_prefix=False`` turns shared-prefix execution off (same texts; benchmarks compare).
+    ``prefix_cache_mb``: budget of the :class:`polar.runtime.PrefixCache` that keeps the prompts'
+    common prefix (the few-shot shots) across calls, so a round computes only the program prefixes
+    no earlier round ran on it (0: none; needs ``share_prefix``; same texts).
     """
 
     def __init__(self, model, tokenizer, prompt_style: str = "fewshot",
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, early_answer: bool = True,
-                 grade: GradeFn = grade_answer, share_prefix: bool = True):
+                 grade: GradeFn = grade_answer, share_prefix: bool = True,
+                 prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB):
         stop_strings(prompt_style)  # ValueError for an unknown style
+        if isinstance(prefix_cache_mb, bool) or not isinstance(prefix_cache_mb, int) or prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be an int >= 0, got {prefix_cache_mb!r}")
+        self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb and share_prefix else None
         self.model, self.tokenizer = model, tokenizer
         self.prompt_style = prompt_style
         self.max_new_tokens = max_new_tokens
@@ -86,7 +96,7 @@ class GenerateEvaluator:
                           [list(program) for _, program in items], self.max_new_tokens,
                           stop_strings=stop_strings(self.prompt_style),
                           stop_fn=(lambda row, text: rules[row](text)) if self.early_answer else None,
-                          share_prefix=self.share_prefix)
+                          share_prefix=self.share_prefix, prefix_cache=self.prefix_cache)
         self.stats.calls += 1
         self.stats.rows += len(items)
         self.stats.rows_per_call.append(len(items))

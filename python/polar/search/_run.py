@@ -31,7 +31,7 @@ from tqdm import tqdm
 from ..models import load_model
 from ..tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, ResultsFile, resolve
 from ..tasks.workers import RayOptions, run_ray
-from ._evaluate import DEFAULT_MAX_NEW_TOKENS, Evaluator, GenerateEvaluator
+from ._evaluate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, Evaluator, GenerateEvaluator
 from ._mcts import SearchConfig, Tree
 
 logger = logging.getLogger(__name__)
@@ -212,14 +212,16 @@ class SearchWorker:
     """Searches batches of problems with its own model (a :mod:`polar.tasks.workers` worker):
     built once per Ray actor, on the actor's GPU when it has one."""
 
-    def __init__(self, run: SearchRun, threads: int | None = None, extra: dict | None = None):
+    def __init__(self, run: SearchRun, threads: int | None = None, extra: dict | None = None,
+                 prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB):
         if threads:
             torch.set_num_threads(threads)
         model, tokenizer = load_model(run.model)
         if torch.cuda.is_available():
             model = model.to("cuda")
         self.run_settings, self.extra = run, dict(extra or {})
-        self.evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer)
+        self.evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer,
+                                           prefix_cache_mb=prefix_cache_mb)
 
     def run(self, problems: list[Problem]) -> list[dict]:
         records: list[dict] = []
@@ -230,7 +232,8 @@ class SearchWorker:
 
 def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = None,
                problems: list[Problem] | None = None, ray: RayOptions | None = None,
-               threads: int | None = None, max_active: int | None = None) -> dict:
+               threads: int | None = None, max_active: int | None = None,
+               prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB) -> dict:
     """Search the problems of ``run.data`` (or ``problems``), appending one record per finished
     problem to ``out`` and skipping those already there; returns a summary.
 
@@ -241,10 +244,14 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
     each actor loads the model once and searches batches of ``ray.batch_units`` problems; trees are
     seeded per problem, so the records equal a local run's); ``threads`` per actor.
     ``max_active``: at most this many problems in progress at once (see :func:`search_problems`;
-    not a setting of the results: the records do not depend on it).
+    not a setting of the results: the records do not depend on it). ``prefix_cache_mb``: memory
+    for the few-shot prefix's states kept across rounds, per process (:class:`GenerateEvaluator`;
+    not a setting of the results either).
     """
     run.validate()
     _check_max_active(max_active)
+    if isinstance(prefix_cache_mb, bool) or not isinstance(prefix_cache_mb, int) or prefix_cache_mb < 0:
+        raise ValueError(f"prefix_cache_mb must be an int >= 0, got {prefix_cache_mb!r}")
     if problems is None:
         problems = resolve(run.data)
     if run.limit is not None:
@@ -264,12 +271,13 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
 
     if todo and ray is not None:  # the actors load the model; this process only writes
         start = time.perf_counter()
-        run_ray(todo, functools.partial(SearchWorker, run, threads, extra), store, ray, desc="search")
+        run_ray(todo, functools.partial(SearchWorker, run, threads, extra, prefix_cache_mb), store, ray, desc="search")
         searched = [p for p in todo if not store.records[p.id].get("failed")]
         return _summary(out, problems, searched, store, time.perf_counter() - start)
     if todo and evaluator is None:
         model, tokenizer = load_model(run.model, device=run.device)
-        evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer)
+        evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer,
+                                      prefix_cache_mb=prefix_cache_mb)
     start = time.perf_counter()  # search time only (the model is loaded)
     if todo:
         search_problems(todo, evaluator, run.search, run.batch_size, on_finish=write, progress=run.progress,

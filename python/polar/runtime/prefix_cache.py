@@ -1,0 +1,131 @@
+"""States of a prompt prefix kept across :func:`polar.generate` calls (DESIGN.md section 4b).
+
+Within one call, shared-prefix execution computes the state of a prompt node after a program
+prefix once. A search asks, round after round, for programs that continue the ones it has just
+run, on prompts that start with the same few-shot shots; :class:`PrefixCache` keeps the shots'
+units between calls so that a later call only computes the program steps it has not seen.
+
+An entry is one unit of a depth-0 prompt node (:mod:`.units`): the node's tokens ``t`` (the
+cache's *anchor*), a program prefix ``pi[:k]``, and what the unit produced: its keys and values
+``[span, H_kv, head_dim]`` and the hidden states after it ``[span, d]``. Entries form one trie
+per anchor (a node per program prefix); lookups walk it from the root, so a cached unit is only
+used with all of its ancestors. Least recently used entries are evicted past ``max_bytes``,
+with their descendants (which could no longer be reached).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class CachedUnit:
+    """One unit's outputs: ``keys``/``values`` ``[span, H_kv, head_dim]``, ``hidden`` ``[span, d]``."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    hidden: torch.Tensor
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.keys, self.values, self.hidden))
+
+
+class PrefixCache:
+    """An LRU store of prompt-prefix units for one model, at most ``max_bytes`` of tensors.
+
+    Counters: ``hits``/``misses`` (units of anchored nodes found / computed), ``evictions``.
+    Raises ``ValueError`` for a negative budget, or when used with a second model.
+    """
+
+    def __init__(self, max_bytes: int):
+        if not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = self.misses = self.evictions = 0
+        self._owner: tuple | None = None
+        self._roots: dict[tuple[int, ...], int] = {}                 # anchor tokens -> root id
+        self._child: dict[tuple[int, int], int] = {}                 # (node id, layer) -> node id
+        self._children: dict[int, set[int]] = {}
+        self._parent: dict[int, tuple[int, int]] = {}                # node id -> (parent id, layer)
+        self._units: OrderedDict[int, CachedUnit] = OrderedDict()    # least recently used first
+        self._next = 0
+
+    def bind(self, owner: tuple) -> None:
+        """Tie the cache to one model (``owner``: any key of the model, dtype and device)."""
+        if self._owner is None:
+            self._owner = owner
+        elif self._owner != owner:
+            raise ValueError("this PrefixCache holds states of another model; use one cache per model")
+
+    @property
+    def anchors(self) -> list[tuple[int, ...]]:
+        """Token sequences of the depth-0 nodes that have cached units."""
+        return list(self._roots)
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def root(self, tokens: tuple[int, ...], create: bool = False) -> int | None:
+        """The trie root of ``tokens`` (created when ``create``), or ``None``."""
+        if tokens not in self._roots and create:
+            self._roots[tokens] = self._new(None)
+        return self._roots.get(tokens)
+
+    def child(self, node: int | None, layer: int) -> int | None:
+        """The node after ``node``'s program prefix plus ``layer``, or ``None``."""
+        return None if node is None else self._child.get((node, layer))
+
+    def get(self, node: int) -> CachedUnit:
+        return self._units[node]
+
+    def add(self, parent: int, layer: int, unit: CachedUnit) -> int:
+        """Store ``unit`` as the child ``layer`` of ``parent`` (a root or a stored node); returns its id."""
+        node = self._child.get((parent, layer))
+        if node is None:
+            node = self._new((parent, layer))
+        else:
+            self.nbytes -= self._units[node].nbytes
+        self._units[node] = unit
+        self._units.move_to_end(node)
+        self.nbytes += unit.nbytes
+        return node
+
+    def touch(self, nodes: Iterable[int]) -> None:
+        """Mark ``nodes`` as just used, in the given order (pass ancestors last: they are kept longest)."""
+        for n in nodes:
+            self._units.move_to_end(n)
+
+    def trim(self) -> None:
+        """Evict least recently used units (and everything under them) until within ``max_bytes``."""
+        while self.nbytes > self.max_bytes and self._units:
+            self._drop(next(iter(self._units)))
+
+    def _new(self, link: tuple[int, int] | None) -> int:
+        node, self._next = self._next, self._next + 1
+        self._children[node] = set()
+        if link is not None:
+            self._parent[node] = link
+            self._child[link] = node
+            self._children[link[0]].add(node)
+        return node
+
+    def _drop(self, node: int) -> None:
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            stack.extend(self._children.pop(n))
+            unit = self._units.pop(n)
+            self.nbytes -= unit.nbytes
+            self.evictions += 1
+            parent = self._parent.pop(n)
+            del self._child[parent]
+            if parent[0] in self._children:
+                self._children[parent[0]].discard(n)
+        for tokens, root in list(self._roots.items()):                  # forget roots left empty
+            if not self._children[root]:
+                del self._roots[tokens], self._children[root]
