@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .._checks import check_int
 from ..programs import DEFAULT_K_MAX, DEFAULT_MAX_RUNS
 
 #: Encoder spec of the default frozen text encoder (all-MiniLM-L6-v2 from the PyPI package
@@ -42,12 +43,9 @@ class PredictorConfig:
     full_program_weight: float = 0.3  # weight of the full program when a shorter valid program exists
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {self.num_layers!r}")
-        if isinstance(self.k_max, bool) or not isinstance(self.k_max, int) or self.k_max < 1:
-            raise ValueError(f"k_max must be a positive int, got {self.k_max!r}")
-        if isinstance(self.max_runs, bool) or not isinstance(self.max_runs, int) or self.max_runs < 1:
-            raise ValueError(f"max_runs must be a positive int (2: skip, keep, repeat), got {self.max_runs!r}")
+        check_int(self.num_layers, "num_layers")
+        check_int(self.k_max, "k_max")
+        check_int(self.max_runs, "max_runs", hint="2: skip, keep, repeat")
         if self.d < 1 or self.n_heads < 1 or self.d % self.n_heads:
             raise ValueError(f"d ({self.d}) must be a positive multiple of n_heads ({self.n_heads})")
         if self.n_blocks < 0 or self.mlp_ratio < 1:
@@ -122,9 +120,7 @@ class DecodeConfig:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be positive, got {self.beam_size}")
-        ops = self.ops_per_segment
-        if ops is not None and (isinstance(ops, bool) or not isinstance(ops, int) or ops < 1):
-            raise ValueError(f"ops_per_segment must be None (every op) or a positive int, got {self.ops_per_segment!r}")
+        check_int(self.ops_per_segment, "ops_per_segment", optional=True, hint="None: every op")
         if self.length_penalty < 0:
             raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty}")
 

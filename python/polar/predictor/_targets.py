@@ -32,6 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from .._checks import check_int
 from ..programs import (DEFAULT_MAX_RUNS, CompactProgram, NotInSpaceError, Program, full, parse, segments,
                         validate_program)
 
@@ -71,8 +72,7 @@ def load_search_results(paths: Sequence[str | os.PathLike] | str | os.PathLike,
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    check_int(limit, "limit", optional=True)
     records: list[SearchRecord] = []
     seen: dict[str, str] = {}
     for path in map(Path, paths):
@@ -164,8 +164,7 @@ def build_targets(records: Iterable[SearchRecord], num_layers: int, k_max: int, 
     Programs are parsed with ``k_max`` and ``max_runs``; ``op_target`` has ``max_runs + 1`` columns.
     Raises ``ValueError`` for a ``max_runs`` that is not a positive int.
     """
-    if isinstance(max_runs, bool) or not isinstance(max_runs, int) or max_runs < 1:
-        raise ValueError(f"max_runs must be a positive int, got {max_runs!r}")
+    check_int(max_runs, "max_runs")
     D = num_layers
     full_program = full(D)
     report = TargetReport()

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+from .._checks import check_int
 from .program import Program, validate_program
 
 #: Default maximum segment length.
@@ -142,11 +143,6 @@ class CompactProgram:
         return f"CompactProgram(D={self.num_layers}, [{', '.join(parts)}])"
 
 
-def _check_positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def build(z_seg: Sequence[int], ops: Sequence[int], k_max: int = DEFAULT_K_MAX, *,
           max_runs: int = DEFAULT_MAX_RUNS) -> Program:
     """Decode a compact representation into a program.
@@ -156,8 +152,8 @@ def build(z_seg: Sequence[int], ops: Sequence[int], k_max: int = DEFAULT_K_MAX, 
     malformed mask, a wrong op count, an op that is not an int in ``0 .. max_runs``, a segment
     longer than ``k_max``, or all segments skipped (a program cannot be empty).
     """
-    _check_positive_int(k_max, "k_max")
-    _check_positive_int(max_runs, "max_runs")
+    check_int(k_max, "k_max")
+    check_int(max_runs, "max_runs")
     cp = CompactProgram(tuple(z_seg), tuple(ops))
     segs = cp.segments()
     for s, ((a, b), op) in enumerate(zip(segs, cp.ops)):
@@ -188,8 +184,8 @@ def parse(program, num_layers: int, k_max: int = DEFAULT_K_MAX, *, max_runs: int
     ``[0, num_layers)``) and :class:`NotInSpaceError` (a ``ValueError``) for a valid program
     with no representation, saying why.
     """
-    _check_positive_int(k_max, "k_max")
-    _check_positive_int(max_runs, "max_runs")
+    check_int(k_max, "k_max")
+    check_int(max_runs, "max_runs")
     p = list(validate_program(program, num_layers, max_length=sys.maxsize))
     D, N = num_layers, len(p)
     # A state (i, j) means: layers 0..i-1 are decoded into steps p[:j]. Decoding emits layers in
@@ -315,7 +311,7 @@ def random_compact(
     Raises ``ValueError`` for ``op_probs`` that are not at least 2 non-negative weights with a
     positive weight on some non-zero run count.
     """
-    _check_positive_int(k_max, "k_max")
+    check_int(k_max, "k_max")
     if num_layers <= 0:
         raise ValueError(f"num_layers must be positive, got {num_layers}")
     if not 0.0 <= p_boundary <= 1.0:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .._checks import check_int
+
 from ..programs import Program, validate_programs
 from .adapters import get_adapter
 from .cache import StepKVCache
@@ -100,8 +102,7 @@ def _eos_ids(model, tokenizer, eos_token_id) -> set[int]:
 
 
 def _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k) -> None:
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    check_int(max_new_tokens, "max_new_tokens")
     if do_sample:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .._checks import check_int
+
 
 @dataclass
 class CachedUnit:
@@ -42,8 +44,7 @@ class PrefixCache:
     """
 
     def __init__(self, max_bytes: int):
-        if not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        check_int(max_bytes, "max_bytes", minimum=0)
         self.max_bytes = max_bytes
         self.nbytes = 0
         self.hits = self.misses = self.evictions = 0

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .._checks import check_int
 from ..programs import Program
 from ..runtime import PrefixCache, generate
 from ..tasks import Problem, answer_rule, build_prompt, is_correct, stop_strings
@@ -71,8 +72,7 @@ class GenerateEvaluator:
                  grade: GradeFn = grade_answer, share_prefix: bool = True,
                  prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB):
         stop_strings(prompt_style)  # ValueError for an unknown style
-        if isinstance(prefix_cache_mb, bool) or not isinstance(prefix_cache_mb, int) or prefix_cache_mb < 0:
-            raise ValueError(f"prefix_cache_mb must be an int >= 0, got {prefix_cache_mb!r}")
+        check_int(prefix_cache_mb, "prefix_cache_mb", minimum=0)
         self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb and share_prefix else None
         self.model, self.tokenizer = model, tokenizer
         self.prompt_style = prompt_style

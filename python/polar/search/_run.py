@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .._checks import check_int
 from ..models import load_model
 from ..tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, ResultsFile, resolve
 from ..tasks.workers import RayOptions, run_ray
@@ -136,11 +137,6 @@ def problem_record(problem: Problem, tree: Tree, wall_s: float) -> dict:
     }
 
 
-def _check_max_active(max_active: int | None) -> None:
-    if max_active is not None and (isinstance(max_active, bool) or not isinstance(max_active, int) or max_active < 1):
-        raise ValueError(f"max_active must be a positive int or None, got {max_active!r}")
-
-
 @dataclass
 class _Active:
     problem: Problem
@@ -159,7 +155,7 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
     killed run loses less, at the price of less full batches when trees propose few leaves.
     """
     config.validate()
-    _check_max_active(max_active)
+    check_int(max_active, "max_active", optional=True)
     repeated = [pid for pid, n in Counter(p.id for p in problems).items() if n > 1]
     if repeated:
         raise ValueError(f"problem id {repeated[0]!r} appears twice in the data")
@@ -249,9 +245,8 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
     not a setting of the results either).
     """
     run.validate()
-    _check_max_active(max_active)
-    if isinstance(prefix_cache_mb, bool) or not isinstance(prefix_cache_mb, int) or prefix_cache_mb < 0:
-        raise ValueError(f"prefix_cache_mb must be an int >= 0, got {prefix_cache_mb!r}")
+    check_int(max_active, "max_active", optional=True)
+    check_int(prefix_cache_mb, "prefix_cache_mb", minimum=0)
     if problems is None:
         problems = resolve(run.data)
     if run.limit is not None:
