@@ -7,7 +7,7 @@ import pytest
 
 from polar.programs import full
 from polar.runtime import generate, stop_end
-from polar.search import GenerateEvaluator
+from polar.search import GenerateEvaluator, SearchConfig, search_problems
 from polar.tasks import Problem, answer_rule, answer_settled, is_correct, stop_strings
 
 RECORDED = Path(__file__).with_name("data") / "recorded_outputs.jsonl"
@@ -101,3 +101,23 @@ def test_evaluator_share_prefix_off_gives_the_same_texts(tiny, word_problems):
     a, b = shared.generate(items), plain.generate(items)
     assert a.texts == b.texts
     assert a.prefill_work < b.prefill_work == b.prefill_work_unshared  # sharing really happened
+
+
+def test_search_with_the_prefix_cache_grows_the_same_trees(tiny, word_problems):
+    """Rounds reuse the few-shot prefix's states (the cache hits) and the texts, hence grades and
+    trees, are those of the search without the cache."""
+    model, tok = tiny
+    grade = lambda problem, program, text: len(text) % 2 == 0  # noqa: E731  (depends on every generated token)
+    cfg = SearchConfig(space="skip+loop", simulations=10, seed=1)
+    problems = word_problems(4)
+    evs = [GenerateEvaluator(model, tok, "fewshot", max_new_tokens=4, grade=grade, prefix_cache_mb=mb) for mb in (0, 64)]
+    texts = []
+    for ev in evs:
+        calls = []
+        inner = ev.generate
+        ev.generate = lambda items, inner=inner, calls=calls: calls.append(inner(items)) or calls[-1]
+        trees = search_problems(problems, ev, cfg, batch_size=64)
+        texts.append(([r.texts for r in calls], {p.id: trees[p.id].snapshot() for p in problems}))
+    assert texts[0] == texts[1]
+    assert evs[0].prefix_cache is None and evs[1].prefix_cache.hits > 0
+    assert len(texts[0][0]) > 1  # several rounds
