@@ -95,6 +95,15 @@ def mixed_programs(D: int, n: int, seed: int) -> list[list[int]]:
     return [kinds[r % len(kinds)]() for r in range(n)]
 
 
+def mcts_edit(program: list[int], rng, max_block: int = 3) -> list[int]:
+    """One MCTS action on ``program``: skip a block of 1..``max_block`` entries or repeat it once
+    (``rng``: a ``random.Random``); never empty (``[0]`` instead)."""
+    k = rng.randint(1, min(max_block, len(program)))
+    i = rng.randrange(0, len(program) - k + 1)
+    out = program[:i] + program[i + k:] if rng.random() < 0.5 else program[:i + k] + program[i:i + k] + program[i + k:]
+    return out or [0]
+
+
 def save_tiny_model(folder, arch: str = "llama", num_layers: int = 6, seed: int = 0) -> None:
     """Save a tiny random model and :func:`tiny_tokenizer` into ``folder`` (loadable with
     ``polar.load_model(folder)``), for CLI and subprocess tests."""

@@ -18,18 +18,10 @@ from polar.runtime.prefix_cache import CachedUnit
 from polar.runtime.runners import get_runner
 from polar.runtime.shared import SharedGeneration
 from polar.runtime.units import build_prompt_tree, plan_prefill, prompt_units
-from polar.testing import padded_batch, tiny_model
+from polar.testing import mcts_edit, padded_batch, tiny_model
 
 TOL = 1e-4
 D = 6
-
-
-def edit(program: list[int], rng: random.Random) -> list[int]:
-    """An MCTS action: skip a block of 1-3 entries or repeat it once."""
-    k = rng.randint(1, min(3, len(program)))
-    i = rng.randrange(0, len(program) - k + 1)
-    out = program[:i] + program[i + k:] if rng.random() < 0.5 else program[:i + k] + program[i:i + k] + program[i + k:]
-    return out or [0]
 
 
 def rounds(seed: int, vocab: int, n_rounds: int = 4, rows: int = 8):
@@ -43,7 +35,7 @@ def rounds(seed: int, vocab: int, n_rounds: int = 4, rows: int = 8):
     pool = [list(range(D))]
     out = []
     for r in range(n_rounds):
-        programs = [edit(rng.choice(pool), rng) for _ in range(rows)]
+        programs = [mcts_edit(rng.choice(pool), rng) for _ in range(rows)]
         if r == 0:
             programs[0] = list(range(D))
         pool += programs

@@ -13,19 +13,11 @@ import polar
 from polar.runtime.adapters import get_adapter
 from polar.runtime.packing import pack
 from polar.runtime.units import build_prompt_tree, plan_prefill, tree_levels
-from polar.testing import ARCHITECTURES, padded_batch, tiny_model, tiny_tokenizer
+from polar.testing import ARCHITECTURES, mcts_edit, padded_batch, tiny_model, tiny_tokenizer
 
 TOL = 1e-4
 D = 6
 NEW = 6
-
-
-def edit(program: list[int], rng: random.Random) -> list[int]:
-    """Skip a block of 1-3 entries or repeat it once (an MCTS action)."""
-    k = rng.randint(1, min(3, len(program)))
-    i = rng.randrange(0, len(program) - k + 1)
-    out = program[:i] + program[i + k:] if rng.random() < 0.5 else program[:i + k] + program[i:i + k] + program[i + k:]
-    return out or [0]
 
 
 def mcts_batch(seed: int, vocab: int = 128):
@@ -38,8 +30,8 @@ def mcts_batch(seed: int, vocab: int = 128):
     prompts = [torch.cat([shots, q[0]]), torch.cat([shots, q[0]]), torch.cat([shots, q[1]]), torch.cat([shots, q[1]]),
                torch.cat([shots, q[2]]), shots[:7].clone(), torch.cat([shots, q[0]]), torch.randint(3, vocab, (5,), generator=g)]
     parent = list(range(D))
-    children = [edit(parent, rng) for _ in range(4)]
-    programs = [parent, children[0], parent, children[1], children[2], children[3], edit(children[0], rng),
+    children = [mcts_edit(parent, rng) for _ in range(4)]
+    programs = [parent, children[0], parent, children[1], children[2], children[3], mcts_edit(children[0], rng),
                 [1, 1, 2, 3, 3, 4]]
     return prompts, programs
 
@@ -153,7 +145,7 @@ def random_families(draw):
         base = rng.choice(prompts)
         cut = rng.randint(0, len(base))
         prompts.append(base[:cut] + [rng.randrange(3, 12) for _ in range(rng.randint(0 if cut else 1, 4))])
-        programs.append(edit(rng.choice(programs), rng))
+        programs.append(mcts_edit(rng.choice(programs), rng))
     return [torch.tensor(p) for p in prompts], programs, draw(st.sampled_from(["left", "right"]))
 
 
