@@ -24,6 +24,7 @@ def test_help_has_an_example(command, capsys):
     (["search", "--data", "synthetic:1:4", "--out", "{tmp}/r.jsonl", "--min-length", "1.5"], "length bounds"),
     (["search", "--data", "synthetic:1:4", "--out", "{tmp}/r.jsonl", "--batch-size", "2"], "batch size"),
     (["search", "--data", "synthetic:1:4", "--out", "{tmp}/r.jsonl", "--max-active", "0"], "max_active"),
+    (["search", "--data", "synthetic:1:4", "--out", "{tmp}/r.jsonl", "--prefix-cache-mb", "-1"], "prefix_cache_mb"),
     (["merge", "{tmp}/dup.jsonl", "{tmp}/dup.jsonl", "--out", "{tmp}/m.jsonl"], "appears twice"),
     (["merge", "{tmp}/missing.jsonl", "--out", "{tmp}/m.jsonl"], "not found"),
     (["export", "{tmp}/notsearch.jsonl", "--out", "{tmp}/e.json"], "not a search record"),
