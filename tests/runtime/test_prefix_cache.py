@@ -44,24 +44,24 @@ def rounds(seed: int, vocab: int, n_rounds: int = 4, rows: int = 8):
     return out
 
 
-def prefill_logits(model, prompts, programs, side, cache=None) -> torch.Tensor:
+def prefill_logits(model, prompts, programs, side, cache=None, backend="hf") -> torch.Tensor:
     adapter = get_adapter(model)
     batch = padded_batch(prompts, side)
     packed = pack(validate_programs(programs, len(programs), D, None))
     with torch.inference_mode():
-        engine = SharedGeneration(adapter, get_runner("auto", adapter.device), batch["input_ids"],
+        engine = SharedGeneration(adapter, get_runner(backend, adapter.device), batch["input_ids"],
                                   batch["attention_mask"], packed, "bound", 4, cache)
         return engine.prefill()                                                 # [B, V]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3_moe"])
+@pytest.mark.parametrize("arch, backend", [("llama", "hf"), ("qwen2", "hf"), ("qwen3_moe", "hf"), ("llama", "fused")])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_rounds_with_the_cache_match_without_it_and_the_reference(arch, side):
+def test_rounds_with_the_cache_match_without_it_and_the_reference(arch, backend, side):
     model = tiny_model(arch, num_layers=D)
     cache = PrefixCache(1 << 30)
     for r, (prompts, programs) in enumerate(rounds(seed=3, vocab=model.config.vocab_size)):
         hits = cache.hits
-        with_cache = prefill_logits(model, prompts, programs, side, cache)
+        with_cache = prefill_logits(model, prompts, programs, side, cache, backend)
         without = prefill_logits(model, prompts, programs, side)
         assert (with_cache - without).abs().max() <= TOL
         for row, (x, p) in enumerate(zip(prompts, programs)):
@@ -86,6 +86,17 @@ def test_generate_tokens_and_work_with_the_cache():
             assert on.prefill_work_cached > 0
     assert saved > 0 and cache.hits > 0 and cache.misses > 0
     assert cache.anchors and all(len(a) == 9 for a in cache.anchors)
+    # programs seen before, on the same shots: the whole shots node comes from the cache (lanes
+    # with nothing to run start from their last cached state)
+    prompts, programs = rounds(seed=5, vocab=model.config.vocab_size)[0]
+    prompts = [prompts[0][:9]] + prompts[1:]                     # row 0's prompt is the shots alone
+    batch = padded_batch(prompts, "left")
+    on = generate(model, None, batch, programs, 6, prefix_cache=cache)
+    off = generate(model, None, batch, programs, 6)
+    distinct_prefixes = {tuple(p[:k]) for p in programs for k in range(1, len(p) + 1)}
+    assert on.tokens == off.tokens and on.prefill_work_cached == 9 * len(distinct_prefixes)
+    ref = [polar.reference_forward(model, p, x)[-1] for x, p in zip(prompts, programs)]
+    assert (prefill_logits(model, prompts, programs, "left", cache) - torch.stack(ref)).abs().max() <= TOL
 
 
 def test_a_small_budget_evicts_and_stays_correct():
