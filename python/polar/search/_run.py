@@ -153,6 +153,8 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
     batches). Trees are seeded per problem and never share a node, so the trees do not depend on
     it; a cap makes problems finish (and get written) steadily instead of all near the end, so a
     killed run loses less, at the price of less full batches when trees propose few leaves.
+    ``progress``: a bar of problems done, with programs/s, the valid-program rate and, when the
+    evaluator keeps a prefix cache, the share of prefix units it found there (``prefix_reuse``).
     """
     config.validate()
     check_int(max_active, "max_active", optional=True)
@@ -198,7 +200,11 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
                 else:
                     active.append(item)
             elapsed = max(time.perf_counter() - start, 1e-9)
-            bar.set_postfix(programs_per_s=f"{evaluated / elapsed:.2f}", valid=f"{valid / max(evaluated, 1):.3f}")
+            postfix = {"programs_per_s": f"{evaluated / elapsed:.2f}", "valid": f"{valid / max(evaluated, 1):.3f}"}
+            cache = getattr(evaluator, "prefix_cache", None)
+            if cache is not None and cache.hits + cache.misses:  # share of prefix units found in the cache
+                postfix["prefix_reuse"] = f"{cache.hits / (cache.hits + cache.misses):.2f}"
+            bar.set_postfix(postfix)
     finally:
         bar.close()
     return trees
