@@ -35,6 +35,14 @@ def test_one_generate_call_per_round_fills_the_batch(planted, word_problems, tmp
     assert stats.finish_reasons["rule"] > 0
 
 
+def test_summary_reports_the_prefix_cache(planted, word_problems, tmp_path):
+    ev = planted(reward).inner  # the GenerateEvaluator itself (keeps a prefix cache by default)
+    summary = run_search(make_run(), tmp_path / "r.jsonl", evaluator=ev, problems=word_problems(8))
+    cache = summary["prefix_cache"]
+    assert cache["units_found"] == ev.prefix_cache.hits > 0 and cache["units_computed"] == ev.prefix_cache.misses > 0
+    assert 0 < cache["mb_held"] <= 4096
+
+
 def test_records_resume_and_settings(planted, word_problems, tmp_path):
     out = tmp_path / "r.jsonl"
     problems = word_problems(6)

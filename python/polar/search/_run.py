@@ -283,7 +283,12 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
     if todo:
         search_problems(todo, evaluator, run.search, run.batch_size, on_finish=write, progress=run.progress,
                         max_active=max_active)
-    return _summary(out, problems, todo, store, time.perf_counter() - start)
+    summary = _summary(out, problems, todo, store, time.perf_counter() - start)
+    cache = getattr(evaluator, "prefix_cache", None)
+    if cache is not None:  # prefix units found in / computed and added to the cross-round cache
+        summary["prefix_cache"] = {"units_found": cache.hits, "units_computed": cache.misses,
+                                   "evictions": cache.evictions, "mb_held": round(cache.nbytes / 2**20, 1)}
+    return summary
 
 
 def _summary(out, problems: list[Problem], todo: list[Problem], store: ResultsFile, elapsed: float) -> dict:
