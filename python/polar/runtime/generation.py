@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_int
-
 from ..programs import Program, validate_programs
 from .adapters import get_adapter
 from .cache import StepKVCache
@@ -165,6 +164,7 @@ class _PlainGeneration:
         self.plan: _DecodePlan | None = None
         self.prefill_waves = self.waves.num_waves
         self.prefill_work = self.prefill_work_unshared = int((packed.lengths().long() * self.n_real.cpu()).sum())
+        self.prefill_work_cached = 0
         self.decode_waves = self.decode_work = self.decode_work_unshared = 0
         self.cache_entries = self.cache.entries
 
@@ -276,7 +276,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
 
     result.prefill_waves, result.decode_waves = engine.prefill_waves, engine.decode_waves
     result.prefill_work, result.prefill_work_unshared = engine.prefill_work, engine.prefill_work_unshared
-    result.prefill_work_cached = getattr(engine, "prefill_work_cached", 0)
+    result.prefill_work_cached = engine.prefill_work_cached
     result.decode_work, result.decode_work_unshared = engine.decode_work, engine.decode_work_unshared
     result.decode_row_layers = engine.decode_work
     result.cache_entries = engine.cache_entries

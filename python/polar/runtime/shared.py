@@ -109,6 +109,7 @@ class SharedGeneration:
         self.tree = build_prompt_tree(input_ids, attention_mask, anchors)
         width = int(self.tree.lengths.max()) + max_new_tokens
         table = prompt_units(self.tree, packed)
+        self._depth0_units = np.nonzero(self.tree.depth[table.group] == 0)[0].tolist()  # parents first
         self._cached = self._lookup(table) if self.prefix_cache is not None else {}
         done = np.zeros(table.num_units, dtype=bool)
         done[list(self._cached)] = True
@@ -131,7 +132,7 @@ class SharedGeneration:
         tree, cache = self.tree, self.prefix_cache
         roots = {int(g): cache.root(self._anchor(g)) for g in np.nonzero(tree.depth == 0)[0]}
         found: dict[int, int] = {}
-        for u in np.nonzero(tree.depth[table.group] == 0)[0].tolist():       # parents come first
+        for u in self._depth0_units:
             p = int(table.parent[u])
             at = roots[int(table.group[u])] if p < 0 else found.get(p)
             node = cache.child(at, int(table.layer[u]))
@@ -149,24 +150,26 @@ class SharedGeneration:
             return prefill_logits(self.adapter, plan, run_prefill(self.adapter, self.runner, plan, self.cache))
         table, tree = plan.table, self.tree
         span = tree.span[table.group]                                        # [U]
+
+        def entries(u: int) -> slice:  # unit u's pool columns
+            return slice(int(plan.unit_base[u]), int(plan.unit_base[u] + span[u]))
+
         # keys/values of the cached units into their pool entries; lanes that continue them
         for u, node in self._cached.items():
             unit = cache.get(node)
-            entries = torch.arange(int(plan.unit_base[u]), int(plan.unit_base[u] + span[u]), device=unit.keys.device)
-            self.cache.keys.index_copy_(0, entries, unit.keys)
-            self.cache.values.index_copy_(0, entries, unit.values)
-        node_of = {u: n for u, n in self._cached.items()}
+            self.cache.keys[entries(u)] = unit.keys
+            self.cache.values[entries(u)] = unit.values
+        node_of = dict(self._cached)
         starts = {lane: cache.get(node_of[int(u)]).hidden for lane, u in enumerate(plan.lane_start.tolist()) if u >= 0}
-        new = [u for u in np.nonzero(tree.depth[table.group] == 0)[0].tolist() if u not in self._cached]
+        new = [u for u in self._depth0_units if u not in self._cached]
         capture: dict[int, torch.Tensor] = dict.fromkeys(new)
         buffers = run_prefill(self.adapter, self.runner, plan, self.cache, starts, capture)
         # store the new units (parents first), then mark every unit used, deepest first
         for u in new:
             p = int(table.parent[u])
             parent = cache.root(self._anchor(int(table.group[u])), create=True) if p < 0 else node_of[p]
-            lo, hi = int(plan.unit_base[u]), int(plan.unit_base[u] + span[u])
             node_of[u] = cache.add(parent, int(table.layer[u]), CachedUnit(
-                self.cache.keys[lo:hi].clone(), self.cache.values[lo:hi].clone(), capture[u]))
+                self.cache.keys[entries(u)].clone(), self.cache.values[entries(u)].clone(), capture[u]))
         used = sorted(node_of, key=lambda u: -int(table.step[u]))
         cache.touch(node_of[u] for u in used)
         cache.hits += len(self._cached)
