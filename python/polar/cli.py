@@ -27,8 +27,9 @@ from .evaluation import (DEFAULT_MAX_NEW_TOKENS, METHOD_NAMES, AccuracyConfig, E
 from .evaluation.ask import ask, format_ask
 from .evaluation.demo import DemoConfig, demo_table, run_demo
 from .evaluation.report import markdown_table
-from .search import (DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, SPACES, SearchConfig, SearchRun, analyze,
-                     export_supervision, merge_results, parse_shard, run_search)
+from .search import (DEFAULT_LIBRARY, DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, SPACES,
+                     SearchConfig, SearchRun, SweepRun, analyze, export_supervision, merge_results, parse_shard,
+                     read_results, run_search, run_sweep)
 from .models import cache_root, check_device, load_model
 from .predictor import EmbeddingEncoder, Predictor, PredictorConfig, TrainConfig, train_from_files
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, read_jsonl, resolve
@@ -91,6 +92,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     ray = _ray_options(args) if args.ray else None
     print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads, max_active=args.max_active,
                                 prefix_cache_mb=args.prefix_cache_mb), indent=2))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    run = SweepRun(model=args.model, data=args.data, library=args.library, prompt_style=args.prompt_style,
+                   max_new_tokens=args.max_new_tokens, early_answer=not args.no_early_answer, seed=args.seed,
+                   batch_size=args.batch_size, limit=args.limit,
+                   shard=parse_shard(args.shard) if args.shard else None, device=args.device).validate()
+    check_device(args.device)
+    search_records = read_results(args.from_search, same_settings=False) if args.from_search else []
+    ray = _ray_options(args) if args.ray else None
+    print(json.dumps(run_sweep(run, args.out, search_records, ray=ray, threads=args.threads,
+                               prefix_cache_mb=args.prefix_cache_mb), indent=2))
     return 0
 
 
@@ -326,6 +341,32 @@ def _add_search_commands(sub) -> None:
     _add_ray_flags(srch)
     _add_runtime_flags(srch)
     srch.set_defaults(func=cmd_search)
+
+    sw = sub.add_parser(
+        "sweep", help="run a fixed library of programs on every problem: a dense matrix of answers and grades",
+        epilog="example: polar sweep --data synthetic:2:150:train --library full,skip:1-2,repeat:1-2,search:20 "
+               "--from-search results/search/skip_loop/*.jsonl --out runs/sweep/L2_train.jsonl --threads 1")
+    sw.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), a local folder or a hub id")
+    sw.add_argument("--data", required=True, help="PATH, FORMAT:PATH or synthetic:LEVEL:N[:SPLIT[:SEED]]")
+    sw.add_argument("--library", default=DEFAULT_LIBRARY,
+                    help="comma-separated parts: full, skip:A-B, repeat:A-B, search:N, samples:T:N, file:PATH "
+                         "(default %(default)s)")
+    sw.add_argument("--from-search", nargs="*", default=None, metavar="FILE",
+                    help="search results for the library's search:N part")
+    sw.add_argument("--out", required=True, help="results JSONL (appended; a rerun skips finished problems)")
+    sw.add_argument("--seed", type=int, default=0, help="seeds the sample entries")
+    sw.add_argument("--batch-size", type=int, default=SweepRun.batch_size, help="rows per generate call")
+    sw.add_argument("--limit", type=int, default=None, help="first N problems only (before sharding)")
+    sw.add_argument("--shard", default=None, metavar="I/N", help="sweep only shard I of N (0 <= I < N)")
+    sw.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
+    sw.add_argument("--max-new-tokens", type=int, default=SEARCH_MAX_NEW_TOKENS)
+    sw.add_argument("--no-early-answer", action="store_true",
+                    help="generate to the token budget instead of stopping once the graded answer is final")
+    sw.add_argument("--prefix-cache-mb", type=int, default=DEFAULT_PREFIX_CACHE_MB,
+                    help="memory (MiB) for the few-shot prefix's states per program prefix, kept for the whole run")
+    _add_ray_flags(sw)
+    _add_runtime_flags(sw)
+    sw.set_defaults(func=cmd_sweep)
 
     merge = sub.add_parser("merge", help="join search shard files into one (duplicates refused)",
                            epilog="example: polar merge l1.shard0.jsonl l1.shard1.jsonl --out l1.jsonl")

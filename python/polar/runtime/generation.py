@@ -12,7 +12,7 @@ are computed once, and their keys/values are stored once and read by every row t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -57,6 +57,7 @@ class GenerationResult:
     executed_layers: list[int]
     unique_layers: list[int]
     programs: list[Program]
+    token_logprobs: list[list[float]] = field(default_factory=list)
     prefill_waves: int = 0
     decode_waves: int = 0
     decode_steps: int = 0
@@ -112,9 +113,10 @@ def _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k) -> Non
 
 
 def select_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, top_k: int,
-                  generator: torch.Generator | None) -> torch.Tensor:
+                  generator: torch.Generator | Sequence[torch.Generator | None] | None) -> torch.Tensor:
     """Next token per row from ``logits`` ``[n, V]``: argmax, or a sample after temperature,
-    top-k and top-p (nucleus) filtering."""
+    top-k and top-p (nucleus) filtering. ``generator``: one for all rows, or one per row (a
+    row's draw then depends only on its own generator, not on the other rows of the batch)."""
     if not do_sample:
         return logits.argmax(-1)
     scores = logits.float().cpu() / temperature
@@ -127,8 +129,25 @@ def select_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top
         drop = cum - sorted_scores.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
         sorted_scores = sorted_scores.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(-1, order, sorted_scores)
-    probs = scores.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
+    probs = scores.softmax(-1)                                              # [n, V]
+    if isinstance(generator, Sequence):
+        drawn = torch.cat([torch.multinomial(probs[i:i + 1], 1, generator=g)[:, 0] for i, g in enumerate(generator)])
+    else:
+        drawn = torch.multinomial(probs, 1, generator=generator)[:, 0]
+    return drawn.to(logits.device)
+
+
+def row_generators(seed: int | Sequence[int] | None, B: int) -> torch.Generator | list[torch.Generator] | None:
+    """``None`` (torch's global generator), one generator (an int seed, shared by the rows in
+    batch order) or one per row (a sequence of ``B`` seeds); ``ValueError`` for a wrong count."""
+    if seed is None:
+        return None
+    if not isinstance(seed, Sequence):
+        return torch.Generator().manual_seed(int(seed))
+    seeds = list(seed)
+    if len(seeds) != B:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {B} rows; give one per row or one int")
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
 @dataclass
@@ -202,7 +221,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              eos_token_id: int | Sequence[int] | None = None, stop_strings: Sequence[str] | None = None,
              stop_fn: Callable[[int, str], bool] | None = None,
-             seed: int | None = None, policy: str = DEFAULT_POLICY,
+             seed: int | Sequence[int] | None = None, policy: str = DEFAULT_POLICY,
              max_program_length: int | None = None, backend: str = "auto",
              share_prefix: bool = True, prefix_cache: PrefixCache | None = None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
@@ -210,7 +229,8 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     ``inputs``: text (str or list of str, needs ``tokenizer``; left-padded), a dict/BatchEncoding
     with ``input_ids`` and ``attention_mask`` (left or right padding), or a tensor of ids.
     Greedy by default; ``do_sample`` draws with ``temperature``/``top_k``/``top_p`` from a
-    generator seeded with ``seed``. Rows stop at an EOS id (default: the model's generation
+    generator seeded with ``seed``, or, for a list of ``B`` seeds, from one generator per row, so
+    that a row's samples depend only on its own seed, whatever else is in the batch. Rows stop at an EOS id (default: the model's generation
     config), at a stop string (needs ``tokenizer``; matched in the decoded new text after its
     leading whitespace; ``texts`` end with it; reason ``"stop"``), when ``stop_fn(row, text)``
     returns True for the decoded new text so far (needs ``tokenizer``; reason ``"rule"``; e.g. an
@@ -237,7 +257,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     B, T = input_ids.shape
     progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
     eos = _eos_ids(model, tokenizer, eos_token_id)
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    generator = row_generators(seed, B)
 
     if prefix_cache is not None:
         if not share_prefix:
@@ -253,14 +273,18 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     logits = engine.prefill()                                               # [B, V]
     result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
                               executed_layers=[len(p) for p in progs],
-                              unique_layers=[p.unique_layers for p in progs], programs=progs)
+                              unique_layers=[p.unique_layers for p in progs], programs=progs,
+                              token_logprobs=[[] for _ in range(B)])
 
     active = list(range(B))                                                 # rows still generating, ascending
     for t in range(max_new_tokens):
-        next_tokens = select_tokens(logits, do_sample, temperature, top_p, top_k, generator)  # [n_active]
+        gens = [generator[r] for r in active] if isinstance(generator, list) else generator
+        next_tokens = select_tokens(logits, do_sample, temperature, top_p, top_k, gens)  # [n_active]
+        logprobs = torch.log_softmax(logits.float(), -1).gather(-1, next_tokens[:, None])[:, 0]  # [n_active]
         keep = []
-        for i, (row, tok) in enumerate(zip(active, next_tokens.tolist())):
+        for i, (row, tok, lp) in enumerate(zip(active, next_tokens.tolist(), logprobs.tolist())):
             result.tokens[row].append(tok)
+            result.token_logprobs[row].append(lp)
             reason = _finish_reason(tok, eos, tokenizer, result.tokens[row], stop_strings, stop_fn, row)
             if reason is None:
                 keep.append(i)

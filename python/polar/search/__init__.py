@@ -8,6 +8,9 @@
 - :mod:`._run`: :func:`run_search` (batched rounds over many trees, resumable JSONL results,
   shards).
 - :mod:`._files`: :func:`merge_results`, :func:`export_supervision` (``merged_mcts_samples.json``).
+- :mod:`._library`, :mod:`._sweep`: program libraries and :func:`run_sweep` (``polar sweep``:
+  every library entry on every problem, a dense matrix of answers, grades and log-probabilities),
+  :func:`read_sweep` (-> :class:`SweepMatrix`).
 - :mod:`._analyze`: :func:`analyze` (the paper's findings: tables and plots).
 
 Example::
@@ -21,9 +24,13 @@ from ._evaluate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, Evaluato
 from ._files import export_supervision, merge_results, read_results
 from ._mcts import SPACES, SearchConfig, Tree, child_programs
 from ._run import SearchRun, parse_shard, run_search, search_problems, select_shard, shard_of
+from ._library import DEFAULT_LIBRARY, LibraryEntry, build_library, most_valid_programs, parse_library, single_edits
+from ._sweep import SweepMatrix, SweepRun, Sweeper, read_sweep, run_sweep
 
 __all__ = [
     "DEFAULT_BUDGETS", "DEFAULT_MAX_NEW_TOKENS", "DEFAULT_PREFIX_CACHE_MB", "SPACES", "Evaluator", "EvaluatorStats", "GenerateEvaluator",
     "SearchConfig", "SearchRun", "Tree", "analyze", "child_programs", "export_supervision", "merge_results",
     "parse_shard", "read_results", "run_search", "search_problems", "select_shard", "shard_of",
+    "DEFAULT_LIBRARY", "LibraryEntry", "build_library", "most_valid_programs", "parse_library", "single_edits",
+    "SweepMatrix", "SweepRun", "Sweeper", "read_sweep", "run_sweep",
 ]
