@@ -119,9 +119,9 @@ def test_cli_accuracy_writes_and_resumes(tmp_path, monkeypatch, capsys):
     calls = []
     real = accuracy.generate_texts
 
-    def counting(model, tokenizer, prompts, max_new_tokens, stop=()):
+    def counting(model, tokenizer, prompts, max_new_tokens, stop=(), **kwargs):
         calls.append(len(prompts))
-        return real(model, tokenizer, prompts, max_new_tokens, stop)
+        return real(model, tokenizer, prompts, max_new_tokens, stop, **kwargs)
 
     monkeypatch.setattr(accuracy, "generate_texts", counting)
     out = tmp_path / "run" / "results.json"

@@ -1,12 +1,13 @@
 """polar: run frozen pretrained LLMs with per-input programs of layers (skip and loop layers).
 
 Stages, each importing only earlier ones (DESIGN.md section 3; enforced by import-linter):
-``programs`` < ``runtime`` < ``tasks`` < ``search`` < ``predictor`` < ``evaluation`` < ``cli``.
+``programs`` < ``runtime`` < ``tasks`` < ``jobs`` < ``search`` < ``predictor`` < ``evaluation`` < ``cli``.
 This module re-exports the everyday names of the first three; ``polar.search``,
 ``polar.predictor`` and ``polar.evaluation`` are imported when used.
 """
 import importlib
 
+from .errors import UserError, UserFileNotFoundError
 from .models import load_default, load_model
 from .programs import (CompactProgram, NotInSpaceError, Op, Program, build, full, in_space, parse, random_compact,
                        segments, validate_program, validate_programs)
@@ -17,7 +18,7 @@ from .tasks import (PROMPT_STYLES, Problem, build_prompt, extract_answer, is_cor
                     load_supervision, resolve as resolve_data, synthetic)
 
 __all__ = [
-    "CompactProgram", "NotInSpaceError", "Op", "build", "in_space", "parse", "random_compact", "segments",
+    "UserError", "UserFileNotFoundError", "CompactProgram", "NotInSpaceError", "Op", "build", "in_space", "parse", "random_compact", "segments",
     "PROMPT_STYLES", "Problem", "build_prompt", "extract_answer", "is_correct", "load_default",
     "load_model", "load_problems", "load_supervision", "resolve_data", "synthetic",
     "ExecutionResult", "GenerationResult", "PackedPrograms", "Program", "StepKVCache",
@@ -28,7 +29,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 #: Names of later stages, imported on first use (``polar.Predictor``) so ``import polar`` stays light.
-_LAZY = {"Predictor": "polar.predictor", "train_from_files": "polar.predictor"}
+_LAZY = {"Predictor": "polar.predictor", "train_from_files": "polar.predictor", "solve": "polar.evaluation",
+         "Solution": "polar.evaluation"}
 
 
 def __getattr__(name: str):

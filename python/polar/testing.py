@@ -112,7 +112,7 @@ def save_tiny_model(folder, arch: str = "llama", num_layers: int = 6, seed: int 
 
 
 class EchoWorker:
-    """A worker for :mod:`polar.tasks.workers` tests: one record per unit (``{"id", "value"}``, the
+    """A worker for :mod:`polar.jobs.workers` tests: one record per unit (``{"id", "value"}``, the
     value a fixed function of the id), after ``delay`` seconds per unit; a unit whose id is in
     ``poison`` raises, one in ``kill`` kills its own process (each only while ``marker`` is absent
     when given, so the fault can be made to happen once)."""

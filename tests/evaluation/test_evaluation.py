@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import polar
+import polar.tasks
 from polar.evaluation import (BaseGreedy, BaseSampling, EvalConfig, RandomSegmentPrograms, RandomSingleEdits,
                               SearchOracle, StaticPrograms, best_static_programs, block_influence, majority_answer,
                               pass_at, run_eval, shortgpt_programs, single_edit, summarize, write_report)
@@ -119,7 +120,8 @@ def test_greedy_outputs_equal_a_plain_generate_and_grades_are_real(tmp_path):
     recs = run_eval(config, methods, model, tok, tmp_path, problems=problems)
     prompts = [polar.build_prompt(p, "fewshot") for _, p in problems]
     progs = [polar.Program(list(range(2, D)))] * 3
-    ref = polar.generate(model, tok, prompts, progs, 4, stop_strings=["\n"])
+    rules = [polar.tasks.answer_rule("fewshot", p) for _, p in problems]  # the shared early-answer rule
+    ref = polar.generate(model, tok, prompts, progs, 4, stop_strings=["\n"], stop_fn=lambda r, t: rules[r](t))
     for rec, text in zip(recs, ref.texts):
         cand = rec["methods"]["shortgpt"][1]
         assert cand["program"] == list(range(2, D)) and cand["output"] == text

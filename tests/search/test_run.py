@@ -5,7 +5,8 @@ import pytest
 
 from polar.search import (SearchConfig, SearchRun, export_supervision, merge_results, parse_shard, read_results,
                           run_search, select_shard, shard_of)
-from polar.tasks import SettingsMismatchError, load_supervision, read_jsonl
+from polar.jobs import SettingsMismatchError, read_jsonl
+from polar.tasks import load_supervision
 
 TIMING = ("wall_s", "batch_size", "shard", "versions")
 

@@ -4,6 +4,10 @@
 - :mod:`.methods`: PoLar, base greedy / sampling, ShortGPT, best static, random programs, oracle.
 - :mod:`.metrics`: pass@k, maj@k. :mod:`.shortgpt`: Block Influence.
 - :mod:`.run`: ``polar eval`` (all methods, one batched resumable run); :mod:`.report`: tables, plots.
+- :mod:`.solve`: :func:`solve` (one deployable answer per question: top1 / vote / gate / auto) and
+  :func:`choose_rule` (the rule and gate threshold chosen on validation, ``selection.json``).
+- :mod:`.learnability`: :func:`analyze_sweep` (``polar analyze-sweep``: does any input feature
+  predict which program works? pass@k of selectors vs best static and sampling, at equal compute).
 """
 from .ask import AskResult, ask, format_ask
 from .demo import DemoConfig, DemoResult, run_demo
@@ -12,13 +16,17 @@ from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, 
                       RandomSingleEdits, SearchOracle, StaticPrograms, best_static_programs, single_edit)
 from .metrics import majority_answer, pass_at
 from .report import summarize, write_report
-from .run import DEFAULT_TEMPERATURES, METHOD_NAMES, EvalConfig, build_methods, load_problems, run_eval
+from .run import (DEFAULT_TEMPERATURES, METHOD_NAMES, RECORD_FIELDS, EvalConfig, build_methods, load_problems,
+                  read_eval_records, row_seed, run_eval)
 from .shortgpt import block_influence, shortgpt_programs
+from .learnability import analyze_sweep
+from .solve import Solution, SolveCandidate, choose_rule, load_selection, save_selection, solve
 
 __all__ = [
     "AskResult", "ask", "format_ask", "DemoConfig", "DemoResult", "run_demo",
     "DEFAULT_MAX_NEW_TOKENS", "AccuracyConfig", "BaseGreedy", "BaseSampling", "Candidate", "EvalConfig",
     "Method", "PolarMethod", "RandomSegmentPrograms", "RandomSingleEdits", "SearchOracle", "StaticPrograms",
     "best_static_programs", "block_influence", "format_table", "majority_answer", "pass_at", "run_accuracy",
-    "run_eval", "shortgpt_programs", "DEFAULT_TEMPERATURES", "METHOD_NAMES", "build_methods", "load_problems", "single_edit", "summarize", "write_report",
+    "run_eval", "shortgpt_programs", "Solution", "SolveCandidate", "choose_rule", "load_selection", "save_selection",
+    "solve", "analyze_sweep", "DEFAULT_TEMPERATURES", "METHOD_NAMES", "RECORD_FIELDS", "read_eval_records", "row_seed", "build_methods", "load_problems", "single_edit", "summarize", "write_report",
 ]

@@ -1,7 +1,7 @@
 """Accuracy of the full program on a data set: a resumable per-problem run (``polar accuracy``).
 
 Problems are generated greedily in batches of similar prompt length with :func:`polar.generate`;
-each problem's record is appended to a JSONL :class:`~polar.tasks.ResultsFile` as soon as its batch
+each problem's record is appended to a JSONL :class:`~polar.jobs.ResultsFile` as soon as its batch
 finishes, so a killed run resumes where it stopped. The summary (per source/level) is returned,
 written to ``out`` and printed as a table by the CLI.
 """
@@ -16,15 +16,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..jobs import ResultsFile
 from ..models import load_model
 from ..programs import full
 from ..runtime import generate
-from ..tasks import Problem, ResultsFile, build_prompt, extract_answer, is_correct, resolve, stop_strings
+from ..tasks import (GENERATION_SETTINGS, Problem, answer_rule, build_prompt, extract_answer, generation_setting,
+                     is_correct, resolve)
 
 logger = logging.getLogger(__name__)
 
-#: New-token budget per prompt style when none is given.
-DEFAULT_MAX_NEW_TOKENS = {"fewshot": 16, "direct": 48}
+#: New-token budget per prompt style when none is given (:data:`polar.tasks.GENERATION_SETTINGS`).
+DEFAULT_MAX_NEW_TOKENS = {style: s.max_new_tokens for style, s in GENERATION_SETTINGS.items()}
 
 
 @dataclass
@@ -34,19 +36,24 @@ class AccuracyConfig:
     model: str = "default"        # 'default' or a local folder / cached hub id
     data: str = ""                # --data spec
     prompt_style: str = "fewshot"  # polar.tasks.PROMPT_STYLES
-    max_new_tokens: int | None = None  # None: DEFAULT_MAX_NEW_TOKENS[prompt_style]
+    max_new_tokens: int | None = None  # None: the style's generation setting (DEFAULT_MAX_NEW_TOKENS)
     limit: int | None = None      # first N problems only
     batch_size: int = 16          # rows per generate call
     device: str | None = None     # where the model runs (default CPU); not a result setting
 
 
 def generate_texts(model, tokenizer, prompts: list[str], max_new_tokens: int, stop: list[str],
-                   programs=None) -> list[str]:
+                   programs=None, problems: list[Problem] | None = None, prompt_style: str | None = None) -> list[str]:
     """Greedy continuations (the stop string kept at the end) of ``prompts``; ``programs`` one per
-    prompt or ``None`` for the full program."""
+    prompt or ``None`` for the full program. ``problems`` and ``prompt_style`` (one problem per
+    prompt): also stop each row once its graded answer is final (the early-answer rule)."""
     if programs is None:
         programs = full(model.config.num_hidden_layers)
-    return generate(model, tokenizer, prompts, programs, max_new_tokens, stop_strings=stop).texts
+    stop_fn = None
+    if problems is not None and prompt_style is not None:
+        rules = [answer_rule(prompt_style, p) for p in problems]
+        stop_fn = lambda row, text: rules[row](text)  # noqa: E731
+    return generate(model, tokenizer, prompts, programs, max_new_tokens, stop_strings=stop, stop_fn=stop_fn).texts
 
 
 def summarize(records: list[dict], settings: dict, elapsed_s: float) -> dict:
@@ -81,15 +88,16 @@ def format_table(summary: dict) -> str:
 def run_accuracy(config: AccuracyConfig, results_path: str | Path) -> dict:
     """Evaluate the full program on ``config.data``, resuming from ``results_path``; returns the summary.
 
-    Raises ``ValueError`` (bad spec / style) and :class:`~polar.tasks.SettingsMismatchError` (the
+    Raises :class:`polar.UserError` (bad spec / style) and :class:`~polar.jobs.SettingsMismatchError` (the
     results file holds other settings) before any model is loaded."""
     problems: list[Problem] = resolve(config.data)
     if config.limit is not None:
         problems = problems[: config.limit]
-    stop = stop_strings(config.prompt_style)
-    max_new = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[config.prompt_style]
+    setting = generation_setting(config.prompt_style)
+    stop = list(setting.stop_strings)
+    max_new = config.max_new_tokens or setting.max_new_tokens
     settings = {"model": config.model, "prompt_style": config.prompt_style, "program": "full",
-                "max_new_tokens": max_new}
+                "max_new_tokens": max_new, "early_answer": setting.early_answer}
     store = ResultsFile(results_path, settings)
     done = store.load()
     todo = [p for p in problems if p.id not in done]
@@ -107,7 +115,9 @@ def run_accuracy(config: AccuracyConfig, results_path: str | Path) -> dict:
             for i in range(0, len(order), config.batch_size):
                 batch = order[i:i + config.batch_size]
                 with torch.inference_mode():
-                    texts = generate_texts(model, tokenizer, [prompts[p.id] for p in batch], max_new, stop)
+                    texts = generate_texts(model, tokenizer, [prompts[p.id] for p in batch], max_new, stop,
+                                           problems=batch if setting.early_answer else None,
+                                           prompt_style=config.prompt_style)
                 store.append({"id": p.id, "source": p.source, "level": p.level, "layers": n_layers,
                               "gold": p.answer, "output": t, "extracted": extract_answer(t),
                               "correct": is_correct(t, p)} for p, t in zip(batch, texts))

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tasks import Problem, build_prompt, extract_answer, stop_strings
-from .accuracy import DEFAULT_MAX_NEW_TOKENS, generate_texts
+from .._checks import check_int
+from ..errors import UserError
+from ..tasks import Problem, build_prompt, extract_answer, generation_setting
+from .accuracy import generate_texts
 from .metrics import majority_answer
 
 
@@ -36,15 +38,18 @@ def ask(question: str, model, tokenizer, predictor, k: int = 5, prompt_style: st
         max_new_tokens: int | None = None) -> AskResult:
     """Predict ``k`` programs for ``question``, run each (one batched call), return answers and the vote.
 
-    ``ValueError`` for an empty question or ``k < 1``."""
+    Generation follows the prompt style's setting (:func:`polar.tasks.generation_setting`).
+    :class:`polar.UserError` for an empty question or ``k < 1``."""
     if not question or not question.strip():
-        raise ValueError("the question is empty")
-    if k < 1:
-        raise ValueError(f"--k must be >= 1, got {k}")
+        raise UserError("the question is empty")
+    check_int(k, "--k")
+    setting = generation_setting(prompt_style)
     preds = predictor.predict([question], k=k)[0]
-    prompt = build_prompt(Problem(id="ask", question=question, answer="", source="ask"), prompt_style, tokenizer)
-    texts = generate_texts(model, tokenizer, [prompt] * len(preds), max_new_tokens or DEFAULT_MAX_NEW_TOKENS[prompt_style],
-                           stop_strings(prompt_style), programs=[p.program for p in preds])
+    problem = Problem(id="ask", question=question, answer="", source="ask")
+    prompt = build_prompt(problem, prompt_style, tokenizer)
+    texts = generate_texts(model, tokenizer, [prompt] * len(preds), max_new_tokens or setting.max_new_tokens,
+                           list(setting.stop_strings), programs=[p.program for p in preds],
+                           problems=[problem] * len(preds) if setting.early_answer else None, prompt_style=prompt_style)
     answers = [AskAnswer(repr(p.compact), list(p.program), float(p.score), text.strip(), extract_answer(text))
                for p, text in zip(preds, texts)]
     return AskResult(question, answers, majority_answer([a.answer for a in answers], [a.score for a in answers]),

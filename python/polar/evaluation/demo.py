@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
 from ..models import load_model
 from ..predictor import EmbeddingEncoder, Predictor, TrainConfig, train_from_files
-from ..search import GenerateEvaluator, SearchConfig, SearchRun, run_search
-from ..tasks import read_jsonl
+from ..search import GenerateEvaluator, SearchConfig, SearchRun, read_results, run_search
 from ..tasks.levels import SYNTHETIC_LEVELS
 from .methods import BaseGreedy, BaseSampling, PolarMethod, RandomSingleEdits
 from .report import write_report
@@ -73,10 +73,10 @@ def run_demo(config: DemoConfig, out_dir: str | Path, threads: int | None = None
     """Run every phase (see the module docstring); raises ``ValueError`` for bad sizes or levels."""
     out = Path(out_dir)
     if not config.levels or config.k < 1 or min(config.train_problems, config.test_problems) < 1:
-        raise ValueError("the demo needs at least one level, one train and one test problem, and k >= 1")
+        raise UserError("the demo needs at least one level, one train and one test problem, and k >= 1")
     bad = [lv for lv in config.levels if lv not in SYNTHETIC_LEVELS]
     if bad:
-        raise ValueError(f"synthetic level must be one of {sorted(SYNTHETIC_LEVELS)}, got {bad[0]}")
+        raise UserError(f"synthetic level must be one of {sorted(SYNTHETIC_LEVELS)}, got {bad[0]}")
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def run_demo(config: DemoConfig, out_dir: str | Path, threads: int | None = None
     ckpt = out / "predictor"
     D = model.config.num_hidden_layers
     methods: list = [BaseGreedy(D), BaseSampling(D, 0.7), RandomSingleEdits(D, config.seed)]
-    valid = sum(1 for path in search_files for r in read_jsonl(path) if r.get("final_valid_transitions"))
+    valid = sum(1 for r in read_results(search_files, same_settings=False) if r.get("final_valid_transitions"))
     if valid:
         _phase("train predictor", (ckpt / "model.safetensors").is_file(), f"{valid} problems with a valid program")
         encoder = EmbeddingEncoder.from_model(model, tok, config.model) if config.encoder == "llm" else None

@@ -13,14 +13,19 @@ static programs from search), :class:`RandomSingleEdits`, :class:`RandomSegmentP
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._checks import check_int
+from ..errors import UserError
 from ..programs import Program, full, random_compact
 from ..tasks import Problem
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class BaseSampling(Method):
 
     def __init__(self, num_layers: int, temperature: float):
         if not temperature > 0:
-            raise ValueError(f"sampling temperature must be > 0, got {temperature}")
+            raise UserError(f"sampling temperature must be > 0, got {temperature}")
         self.name, self.num_layers, self.temperature = f"base_sample_t{temperature:g}", num_layers, temperature
 
     def candidates(self, problems, k):
@@ -77,7 +82,7 @@ class StaticPrograms(Method):
 
     def __init__(self, name: str, programs: Sequence[Sequence[int]]):
         if not programs:
-            raise ValueError(f"{name}: no static programs")
+            raise UserError(f"{name}: no static programs")
         self.name, self.programs = name, [Program(p) for p in programs]
 
     def candidates(self, problems, k):
@@ -97,34 +102,62 @@ def best_static_programs(records: Sequence[dict], k: int) -> list[Program]:
         for p in rec.get("final_invalid_transitions", []):
             tried[tuple(p)] += 1
     if not valid:
-        raise ValueError("the search results hold no valid program")
+        raise UserError("the search results hold no valid program")
     ranked = sorted(valid, key=lambda p: (-valid[p], -tried[p], len(p), p))
     return [Program(p) for p in ranked[:k]]
 
 
+def single_edits(num_layers: int, k_max: int = 4) -> list[Program]:
+    """Every distinct single edit of the full program: skip, or repeat once, a block of
+    1..``k_max`` consecutive layers (never the empty program), in a fixed order."""
+    check_int(num_layers, "num_layers")
+    out: list[Program] = []
+    for size in range(1, min(k_max, num_layers) + 1):
+        for start in range(num_layers - size + 1):
+            head, block, tail = list(range(start)), list(range(start, start + size)), list(range(start + size, num_layers))
+            if head or tail:
+                out.append(Program(head + tail))
+            out.append(Program(head + block + block + tail))
+    return out
+
+
 def single_edit(num_layers: int, rng: random.Random, k_max: int = 4) -> Program:
-    """A random single edit of the full program: skip, or repeat once, a block of 1..k_max layers."""
-    size = rng.randint(1, k_max)
+    """A random single edit of the full program: skip, or repeat once, a block of 1..k_max layers
+    (any depth >= 1; a skip that would leave no layer is a repeat instead)."""
+    check_int(num_layers, "num_layers")
+    size = rng.randint(1, min(k_max, num_layers))
     start = rng.randint(0, num_layers - size)
     block = list(range(start, start + size))
     head, tail = list(range(start)), list(range(start + size, num_layers))
-    return Program(head + tail if rng.random() < 0.5 else head + block + block + tail)
+    skip = rng.random() < 0.5 and bool(head or tail)
+    return Program(head + tail if skip else head + block + block + tail)
 
 
 class RandomSingleEdits(Method):
-    """``k`` distinct random single edits of the full program per problem (seeded per problem)."""
+    """``k`` distinct random single edits of the full program per problem (seeded per problem);
+    ``k`` is capped by the number of distinct single edits of the depth (said once, in one line)."""
 
-    def __init__(self, num_layers: int, seed: int = 0):
-        self.name, self.num_layers, self.seed = "random_single_edit", num_layers, seed
+    def __init__(self, num_layers: int, seed: int = 0, k_max: int = 4):
+        self.name, self.num_layers, self.seed, self.k_max = "random_single_edit", num_layers, seed, k_max
+        self._edits = single_edits(num_layers, k_max)
+        self._warned = False
 
     def candidates(self, problems, k):
+        if k > len(self._edits) and not self._warned:
+            logger.warning("random_single_edit: k=%d but a %d-layer model has only %d distinct single edits; "
+                           "using %d", k, self.num_layers, len(self._edits), len(self._edits))
+            self._warned = True
+        k = min(k, len(self._edits))
         out = []
         for problem in problems:
             rng, seen = _problem_rng(self.seed, self.name, problem), []
-            while len(seen) < k:
-                p = single_edit(self.num_layers, rng)
+            while len(seen) < k and len(seen) < len(self._edits) // 2:  # rejection sampling while it is cheap
+                p = single_edit(self.num_layers, rng, self.k_max)
                 if p not in seen:
                     seen.append(p)
+            if len(seen) < k:  # the rest: a seeded draw from the edits not taken yet
+                rest = [p for p in self._edits if p not in seen]
+                seen += rng.sample(rest, k - len(seen))
             out.append([Candidate(p) for p in seen])
         return out
 

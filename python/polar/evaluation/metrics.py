@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import UserError
 from ..tasks import Problem
 from ..tasks.answers import parse_number
 from ..tasks.grading import answers_equal, extract_answer, extract_choice
@@ -41,7 +42,7 @@ def majority_answer(answers: Sequence[str | None], scores: Sequence[float] | Non
     """
     scores = list(scores) if scores is not None else [0.0] * len(answers)
     if len(scores) != len(answers):
-        raise ValueError(f"{len(answers)} answers but {len(scores)} scores")
+        raise UserError(f"{len(answers)} answers but {len(scores)} scores")
     groups: dict[str, list[int]] = {}
     for i, a in enumerate(answers):
         if a is not None and a.strip():
@@ -55,7 +56,7 @@ def majority_answer(answers: Sequence[str | None], scores: Sequence[float] | Non
 def pass_at(correct: Sequence[bool], k: int) -> bool:
     """Some of the first ``k`` candidates is correct (candidates in the method's rank order)."""
     if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+        raise UserError(f"k must be >= 1, got {k}")
     return any(correct[:k])
 
 

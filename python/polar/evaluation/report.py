@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..jobs import is_failed, report_failed  # noqa: E402
 from ..tasks import Problem  # noqa: E402
 from .metrics import maj_at, pass_at  # noqa: E402
 
@@ -26,9 +27,14 @@ def group_of(record: dict) -> str:
 
 def summarize(records: list[dict], k: int) -> dict:
     """``{group: {method: metrics}}`` (see module docstring); methods with no candidate for a
-    problem (the oracle on unsearched problems) count over the problems where they have some."""
+    problem (the oracle on unsearched problems) count over the problems where they have some.
+    Failed units' records are left out (named in one warning line)."""
     acc: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(float)))
+    failed = [str(r.get("key", r.get("id"))) for r in records if is_failed(r)]
+    report_failed(failed, "evaluation records", "left out of the report; a rerun retries them")
     for rec in records:
+        if is_failed(rec):
+            continue
         problem = Problem(id=rec["id"], question=rec["question"], answer=rec["gold"], source=rec["source"],
                           level=rec.get("level"))
         for g in (group_of(rec), "all"):

@@ -2,10 +2,21 @@
 
 Problems are taken in chunks; for a chunk, the candidates of all methods and problems are run
 together through :func:`polar.generate` (greedy rows in one call per ``batch_size`` rows, sampled
-rows grouped by temperature), graded, and one record per problem is appended to
-``OUT/records.jsonl`` (a rerun skips finished problems; other settings are refused). Identical
+rows grouped by temperature) under the prompt style's generation setting
+(:func:`polar.tasks.generation_setting`: the search's token budget, stop strings and
+early-answer rule), graded, and one record per problem is appended to ``OUT/records.jsonl`` (a
+rerun skips finished problems and retries failed ones; other settings are refused). Identical
 greedy rows of one problem (the same program under two methods) run once and count for both:
 greedy decoding is deterministic, so this is the same execution, not a cached verdict.
+
+Sampling is reproducible: every sampled row draws from its own generator, seeded from
+``(seed, problem id, method, candidate rank)`` (:func:`row_seed`), so a problem's records are the
+same whatever the batch size, the chunking, a kill and rerun, ``--limit``, or Ray.
+
+The evaluation record (:data:`RECORD_FIELDS`, plus the run settings and ``wall_s``,
+``overhead_s``): ``methods`` maps each method name to its candidates, each ``{program,
+temperature, score, output, answer, correct, layers, unique_layers}``. A failed unit's record is
+``{"key", "failed": true, "error"}``. :func:`read_eval_records` is the one reader.
 """
 from __future__ import annotations
 
@@ -13,27 +24,28 @@ import functools
 import hashlib
 import json
 import logging
-import platform
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-import transformers
 from tqdm import tqdm
 
-from ..models import load_model
+from .._checks import check_int
+from ..errors import UserError
+from ..jobs import ModelWorker, RayOptions, ResultsFile, read_records, report_failed, run_ray, versions
 from ..runtime import generate
-from ..tasks import Problem, ResultsFile, build_prompt, resolve, stop_strings
-from ..tasks.workers import RayOptions, run_ray
-from .accuracy import DEFAULT_MAX_NEW_TOKENS
+from ..tasks import Problem, answer_rule, build_prompt, generation_setting, resolve
 from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, RandomSegmentPrograms,
                       RandomSingleEdits, SearchOracle, StaticPrograms, best_static_programs)
 from .shortgpt import block_influence, shortgpt_programs
 from .metrics import candidate_answer, answer_correct
 
 logger = logging.getLogger(__name__)
+
+#: Fields of every evaluation record (besides the settings and the timings).
+RECORD_FIELDS: tuple[str, ...] = ("key", "id", "data", "source", "level", "question", "gold", "methods")
 
 
 @dataclass
@@ -43,13 +55,28 @@ class EvalConfig:
     model: str = "default"                 # model name or folder
     data: list[str] = field(default_factory=list)  # --data specs, evaluated in order
     k: int = 5                             # candidates per method (pass@1..k, maj@k)
-    batch_size: int = 64                   # rows per generate call
+    batch_size: int = 64                   # rows per generate call (does not change results)
     prompt_style: str = "fewshot"
-    max_new_tokens: int | None = None      # None: the style's default
+    max_new_tokens: int | None = None      # None: the style's generation setting (the search's)
+    early_answer: bool | None = None       # None: the style's generation setting (on)
     seed: int = 0                          # sampling and random-program seeds
     limit: int | None = None               # first N problems of each spec
-    chunk_problems: int = 16               # problems whose candidates run together
+    chunk_problems: int = 16               # problems whose candidates run together (does not change results)
     checkpoint: str | None = None          # predictor checkpoint (recorded)
+    device: str | None = None              # where the model runs (Ray actors too); not a result setting
+
+    def generation(self) -> tuple[int, bool]:
+        """``(max_new_tokens, early_answer)`` of this run: the style's setting unless overridden."""
+        setting = generation_setting(self.prompt_style)
+        return (setting.max_new_tokens if self.max_new_tokens is None else self.max_new_tokens,
+                setting.early_answer if self.early_answer is None else self.early_answer)
+
+    def settings(self, method_names: Sequence[str]) -> dict:
+        """The fields every record of the run's file carries (checked on resume)."""
+        max_new, early = self.generation()
+        return {"model": self.model, "prompt_style": self.prompt_style, "max_new_tokens": max_new,
+                "early_answer": early, "k": self.k, "seed": self.seed, "method_names": list(method_names),
+                "checkpoint": self.checkpoint}
 
 
 @dataclass
@@ -60,16 +87,22 @@ class _Row:
     candidate: Candidate
 
 
-def _versions() -> dict:
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+def row_seed(seed: int, problem_id: str, method: str, rank: int) -> int:
+    """The generator seed of candidate ``rank`` of ``method`` on a problem (independent of the batch,
+    the chunk, the run's cut and the machine)."""
+    digest = hashlib.sha256(f"{seed}/{problem_id}/{method}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def load_problems(config: EvalConfig) -> list[tuple[str, Problem]]:
     """``(spec, problem)`` for every spec, each cut to ``limit``. Errors before any model load."""
     if not config.data:
-        raise ValueError("give at least one --data spec")
-    if config.k < 1:
-        raise ValueError(f"--k must be >= 1, got {config.k}")
+        raise UserError("give at least one --data spec")
+    check_int(config.k, "--k")
+    check_int(config.batch_size, "--batch-size")
+    check_int(config.chunk_problems, "chunk_problems")
+    check_int(config.limit, "--limit", minimum=0, optional=True)
+    check_int(config.generation()[0], "--max-new-tokens")
     out = []
     for spec in config.data:
         problems = resolve(spec)
@@ -77,74 +110,81 @@ def load_problems(config: EvalConfig) -> list[tuple[str, Problem]]:
     return out
 
 
-class EvalWorker:
-    """Evaluates batches of ``(spec, problem)`` units with its own model (a Ray actor's worker)."""
+class EvalWorker(ModelWorker):
+    """Evaluates batches of ``(spec, problem)`` units with its own model (a Ray actor's
+    :class:`polar.jobs.ModelWorker`, on ``config.device``, else the actor's GPU if it has one)."""
 
     def __init__(self, config: EvalConfig, methods: Sequence[Method], threads: int | None = None):
-        if threads:
-            torch.set_num_threads(threads)
-        self.model, self.tokenizer = load_model(config.model)
-        if torch.cuda.is_available():
-            self.model = self.model.to("cuda")
+        super().__init__(config.model, config.device, threads)
         self.config, self.methods = config, list(methods)
 
     def run(self, units: list[tuple[str, Problem]]) -> list[dict]:
-        max_new = self.config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[self.config.prompt_style]
-        start = time.perf_counter()
-        seed = int(hashlib.sha256(_key(*units[0]).encode()).hexdigest()[:8], 16) + self.config.seed
-        records = _run_chunk(units, self.methods, self.model, self.tokenizer, self.config, max_new,
-                             stop_strings(self.config.prompt_style), seed)
-        for rec in records:
-            rec["wall_s"] = round((time.perf_counter() - start) / len(units), 4)
-        return records
+        return _timed_chunk(units, self.methods, self.model, self.tokenizer, self.config)
+
+
+def read_eval_records(path: str | os.PathLike) -> list[dict]:
+    """The records of an evaluation file (``OUT/records.jsonl``, or its folder), in file order;
+    failed units are left out and named in one warning line."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "records.jsonl"
+    got = read_records(path, key="key", what="evaluation records")
+    report_failed(got.failed, str(path))
+    return got.records
 
 
 def run_eval(config: EvalConfig, methods: Sequence[Method], model, tokenizer, out_dir: str | Path,
              problems: list[tuple[str, Problem]] | None = None, ray: RayOptions | None = None,
-             threads: int | None = None) -> list[dict]:
-    """Run ``methods`` on the problems of ``config.data``; returns all records (old and new).
-    ``ray``: on Ray actors (:class:`EvalWorker`, ``ray.batch_units`` problems per task, this process
-    the single writer); sampled candidates then depend on how problems were grouped.
+             threads: int | None = None, retry_failed: bool = True) -> list[dict]:
+    """Run ``methods`` on the problems of ``config.data``; returns the records of every problem
+    (old and new) in order, failed units left out (named in one warning line; a rerun retries them
+    unless ``retry_failed`` is off). ``ray``: on Ray actors (:class:`EvalWorker`,
+    ``ray.batch_units`` problems per task, this process the single writer); the records equal a
+    local run's.
 
-    Raises ``ValueError`` for bad settings and :class:`~polar.tasks.SettingsMismatchError` when
-    ``out_dir/records.jsonl`` holds another run's results."""
+    Raises :class:`polar.UserError` for bad settings and :class:`~polar.jobs.SettingsMismatchError`
+    when ``out_dir/records.jsonl`` holds another run's results."""
     problems = load_problems(config) if problems is None else problems
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
-        raise ValueError(f"method names must be distinct, got {names}")
-    max_new = config.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[config.prompt_style]
-    settings = {"model": config.model, "prompt_style": config.prompt_style, "max_new_tokens": max_new,
-                "k": config.k, "seed": config.seed, "method_names": names, "checkpoint": config.checkpoint}
-    store = ResultsFile(Path(out_dir) / "records.jsonl", settings, key="key")
-    done = store.load()
-    todo = [(s, p) for s, p in problems if _key(s, p) not in done]
+        raise UserError(f"method names must be distinct, got {names}")
+    settings = config.settings(names)
+    store = ResultsFile(Path(out_dir) / "records.jsonl", settings, key="key", retry_failed=retry_failed)
+    store.load()
+    todo = [(s, p) for s, p in problems if not store.is_done(_key(s, p))]
     logger.info("%d problems, %d already done, %d to run", len(problems), len(problems) - len(todo), len(todo))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "config.json").write_text(json.dumps({**asdict(config), **settings, "versions": _versions()},
+    (Path(out_dir) / "config.json").write_text(json.dumps({**asdict(config), **settings, "versions": versions()},
                                                           indent=2) + "\n")
     if ray is not None and todo:
         run_ray(todo, functools.partial(EvalWorker, config, list(methods), threads), store, ray, desc="eval",
                 key=lambda unit: _key(*unit))
-        return [store.records[_key(s, p)] for s, p in problems]
-    stop = stop_strings(config.prompt_style)
-    with tqdm(total=len(todo), desc="eval", unit="problem") as bar:
-        for c in range(0, len(todo), config.chunk_problems):
-            chunk = todo[c:c + config.chunk_problems]
-            start = time.perf_counter()
-            records = _run_chunk(chunk, methods, model, tokenizer, config, max_new, stop, seed=config.seed + c)
-            wall = (time.perf_counter() - start) / len(chunk)
-            for rec in records:
-                rec["wall_s"] = round(wall, 4)
-            store.append(records)
-            bar.update(len(chunk))
-    return [store.records[_key(s, p)] for s, p in problems]
+    elif todo:
+        with tqdm(total=len(todo), desc="eval", unit="problem") as bar:
+            for c in range(0, len(todo), config.chunk_problems):
+                chunk = todo[c:c + config.chunk_problems]
+                store.append(_timed_chunk(chunk, methods, model, tokenizer, config))
+                bar.update(len(chunk))
+    records = [store.records.get(_key(s, p)) for s, p in problems]
+    failed = [_key(s, p) for (s, p), r in zip(problems, records) if r is None or r.get("failed")]
+    report_failed(failed, str(store.path), "left out of the report" + ("; a rerun retries them" if retry_failed else ""))
+    return [r for r in records if r is not None and not r.get("failed")]
 
 
 def _key(spec: str, problem: Problem) -> str:
     return f"{spec}::{problem.id}"
 
 
-def _run_chunk(chunk, methods, model, tokenizer, config, max_new, stop, seed) -> list[dict]:
+def _timed_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dict]:
+    start = time.perf_counter()
+    records = _run_chunk(chunk, methods, model, tokenizer, config)
+    wall = (time.perf_counter() - start) / len(chunk)
+    for rec in records:
+        rec["wall_s"] = round(wall, 4)
+    return records
+
+
+def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dict]:
     problems = [p for _, p in chunk]
     rows: list[_Row] = []
     overhead = {}
@@ -154,7 +194,7 @@ def _run_chunk(chunk, methods, model, tokenizer, config, max_new, stop, seed) ->
             rows += [_Row(i, m.name, r, c) for r, c in enumerate(cands[: config.k])]
         overhead[m.name] = (m.overhead_s - before) / len(problems)
     prompts = [build_prompt(p, config.prompt_style, tokenizer) for p in problems]
-    outputs = _execute(rows, prompts, model, tokenizer, config.batch_size, max_new, stop, seed)
+    outputs = _execute(rows, problems, prompts, model, tokenizer, config)
     records = []
     for i, (spec, problem) in enumerate(chunk):
         by_method: dict[str, list[dict]] = {m.name: [] for m in methods}
@@ -173,10 +213,14 @@ def _run_chunk(chunk, methods, model, tokenizer, config, max_new, stop, seed) ->
     return records
 
 
-def _execute(rows: list[_Row], prompts: list[str], model, tokenizer, batch_size: int, max_new: int,
-             stop: list[str], seed: int) -> list[str]:
+def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], model, tokenizer,
+             config: EvalConfig) -> list[str]:
     """Output text of every row: greedy rows deduplicated per (problem, program), then all rows of
-    one temperature in ``generate`` calls of ``batch_size`` rows."""
+    one temperature in ``generate`` calls of ``batch_size`` rows; a sampled row draws from its own
+    generator (:func:`row_seed`)."""
+    max_new, early = config.generation()
+    stop = list(generation_setting(config.prompt_style).stop_strings)
+    rules = [answer_rule(config.prompt_style, p) for p in problems] if early else None
     texts: list[str | None] = [None] * len(rows)
     groups: dict[tuple, list[int]] = {}
     for j, row in enumerate(rows):
@@ -187,20 +231,18 @@ def _execute(rows: list[_Row], prompts: list[str], model, tokenizer, batch_size:
     for key in groups:
         by_temp.setdefault(key[0], []).append(key)
     for temp, keys in sorted(by_temp.items()):
-        for b in range(0, len(keys), batch_size):
-            part = keys[b:b + batch_size]
+        for b in range(0, len(keys), config.batch_size):
+            part = keys[b:b + config.batch_size]
             firsts = [rows[groups[k][0]] for k in part]
+            seeds = [row_seed(config.seed, problems[r.problem].id, r.method, r.rank) for r in firsts] if temp > 0 else None
+            stop_fn = (lambda i, text, firsts=firsts: rules[firsts[i].problem](text)) if rules is not None else None
             out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], [r.candidate.program for r in firsts],
-                           max_new, stop_strings=stop, do_sample=temp > 0, temperature=temp if temp > 0 else 1.0,
-                           seed=_seed(seed, temp, b))
+                           max_new, stop_strings=stop, stop_fn=stop_fn, do_sample=temp > 0,
+                           temperature=temp if temp > 0 else 1.0, seed=seeds)
             for k, text in zip(part, out.texts):
                 for j in groups[k]:
                     texts[j] = text
     return texts  # type: ignore[return-value]
-
-
-def _seed(seed: int, temp: float, b: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}/{temp}/{b}".encode()).digest()[:4], "big")
 
 
 #: Method names ``polar eval --methods`` accepts (``base_sample`` expands to one per temperature).
@@ -217,13 +259,13 @@ def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int =
     needs training problems (its Block Influence is measured on their prompts)."""
     unknown = [n for n in names if n not in METHOD_NAMES]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; expected some of {METHOD_NAMES}")
+        raise UserError(f"unknown method {unknown[0]!r}; expected some of {METHOD_NAMES}")
     if "polar" in names and predictor is None:
-        raise ValueError("method 'polar' needs a predictor checkpoint (--checkpoint)")
+        raise UserError("method 'polar' needs a predictor checkpoint (--checkpoint)")
     if {"best_static", "oracle"} & set(names) and not search_records:
-        raise ValueError("methods 'best_static' and 'oracle' need search results (--search)")
+        raise UserError("methods 'best_static' and 'oracle' need search results (--search)")
     if "shortgpt" in names and not shortgpt_problems:
-        raise ValueError("method 'shortgpt' needs training problems for Block Influence (--train-data)")
+        raise UserError("method 'shortgpt' needs training problems for Block Influence (--train-data)")
     D = model.config.num_hidden_layers
     methods: list[Method] = []
     for name in names:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import UserError
 from ..programs import Program
 from ..runtime import get_adapter
 
@@ -21,7 +22,7 @@ def block_influence(model, tokenizer, prompts: Sequence[str], batch_size: int = 
     Runs the model's own forward with forward hooks that read each layer's input and output
     (nothing is patched). Returns ``D`` floats. ``ValueError`` for no prompts."""
     if not prompts:
-        raise ValueError("block_influence needs at least one prompt")
+        raise UserError("block_influence needs at least one prompt")
     adapter = get_adapter(model)
     D = adapter.num_layers
     sums = torch.zeros(D, dtype=torch.float64)

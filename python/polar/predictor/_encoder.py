@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError, UserFileNotFoundError
 from ..models import default_encoder_folder
 from ._config import DEFAULT_ENCODER, LLM_ENCODER
 
@@ -66,7 +67,7 @@ def _fingerprint(module: nn.Module, extra: str = "") -> str:
 
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-        raise ValueError("texts must be a sequence of strings")
+        raise UserError("texts must be a sequence of strings")
     return list(texts)
 
 
@@ -79,7 +80,7 @@ class HFEncoder(TextEncoder):
 
         folder = Path(folder)
         if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"encoder folder {folder} has no config.json (not a transformers model folder)")
+            raise UserFileNotFoundError(f"encoder folder {folder} has no config.json (not a transformers model folder)")
         self.spec = str(folder) if spec is None else spec
         self.max_tokens = max_tokens
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -119,7 +120,7 @@ class EmbeddingEncoder(TextEncoder):
         super().__init__()
         weight = getattr(embedding, "weight", None)
         if weight is None or weight.dim() != 2:
-            raise ValueError("embedding must be an nn.Embedding-like module with a 2-D weight")
+            raise UserError("embedding must be an nn.Embedding-like module with a 2-D weight")
         self.spec = LLM_ENCODER
         self.name = name or "llm"
         self.embedding = embedding
@@ -162,13 +163,13 @@ def load_encoder(spec: str = DEFAULT_ENCODER, *, max_tokens: int = 256, embeddin
     (then ``embedding`` and ``tokenizer`` of the target LLM are required)."""
     if spec == LLM_ENCODER:
         if embedding is None or tokenizer is None:
-            raise ValueError("encoder 'llm' needs the target LLM's input embeddings and tokenizer "
+            raise UserError("encoder 'llm' needs the target LLM's input embeddings and tokenizer "
                              "(EmbeddingEncoder.from_model(model, tokenizer))")
         return EmbeddingEncoder(embedding, tokenizer, llm_name, max_tokens)
     if spec == DEFAULT_ENCODER:
         return HFEncoder(minilm_folder(), spec=DEFAULT_ENCODER, max_tokens=max_tokens)
     if not Path(spec).is_dir():
-        raise FileNotFoundError(f"encoder {spec!r} is neither {DEFAULT_ENCODER!r}, {LLM_ENCODER!r} nor a model folder")
+        raise UserFileNotFoundError(f"encoder {spec!r} is neither {DEFAULT_ENCODER!r}, {LLM_ENCODER!r} nor a model folder")
     return HFEncoder(spec, max_tokens=max_tokens)
 
 

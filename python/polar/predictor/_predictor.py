@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from ..errors import UserError, UserFileNotFoundError
 from ._config import DecodeConfig, PredictorConfig
 from ._decode import Prediction, decode_batch
 from ._encoder import TextEncoder, load_encoder
@@ -72,9 +73,9 @@ class Predictor(nn.Module):
         if config.encoder_dim is None:
             config = replace(config, encoder_dim=encoder.dim)
         if config.encoder_dim != encoder.dim:
-            raise ValueError(f"config.encoder_dim is {config.encoder_dim} but the encoder's width is {encoder.dim}")
+            raise UserError(f"config.encoder_dim is {config.encoder_dim} but the encoder's width is {encoder.dim}")
         if not _same_spec(config.encoder, encoder.spec):
-            raise ValueError(f"config.encoder is {config.encoder!r} but the encoder given is {encoder.spec!r}")
+            raise UserError(f"config.encoder is {config.encoder!r} but the encoder given is {encoder.spec!r}")
         self.config = config
         self.net = PolarNet(config)
         object.__setattr__(self, "encoder", encoder)  # plain attribute: frozen, not saved, not moved
@@ -97,7 +98,7 @@ class Predictor(nn.Module):
     def logits(self, questions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Boundary logits [B, D] and op logits [B, D, max_runs + 1] for ``questions`` (eval mode, no grad)."""
         if isinstance(questions, str):
-            raise ValueError("questions must be a list of strings, not one string")
+            raise UserError("questions must be a list of strings, not one string")
         device = self.net.layer_queries.device
         tokens, mask = self.encoder.encode(list(questions))  # [B, T, e], [B, T]
         was_training = self.training
@@ -116,7 +117,7 @@ class Predictor(nn.Module):
         """
         decode = decode or DecodeConfig()
         if isinstance(questions, str):
-            raise ValueError("questions must be a list of strings, not one string")
+            raise UserError("questions must be a list of strings, not one string")
         questions = list(questions)
         out: list[list[Prediction]] = []
         for s in range(0, len(questions), batch_size):
@@ -153,7 +154,7 @@ class Predictor(nn.Module):
         """The checkpoint shipped with polar for the default model (SmolLM2-135M-Instruct), trained on
         ``results/search`` (see its ``config.json``). ``FileNotFoundError`` when this install has none."""
         if not (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"no shipped predictor checkpoint in {DEFAULT_CHECKPOINT}")
+            raise UserFileNotFoundError(f"no shipped predictor checkpoint in {DEFAULT_CHECKPOINT}")
         return cls.load(DEFAULT_CHECKPOINT, embedding=embedding, tokenizer=tokenizer)
 
     @classmethod
@@ -171,10 +172,10 @@ class Predictor(nn.Module):
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a predictor checkpoint: no {name}")
+                raise UserFileNotFoundError(f"{directory} is not a predictor checkpoint: no {name}")
         meta = json.loads((directory / CONFIG_FILE).read_text())
         if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{directory / CONFIG_FILE}: not a {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION} checkpoint")
+            raise UserError(f"{directory / CONFIG_FILE}: not a {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION} checkpoint")
         config = PredictorConfig.from_dict(meta.pop("predictor"))
         enc_meta = meta.pop("encoder")
         meta.pop("format"), meta.pop("version"), meta.pop("num_parameters", None)
@@ -182,7 +183,7 @@ class Predictor(nn.Module):
             encoder = load_encoder(config.encoder, max_tokens=config.encoder_max_tokens, embedding=embedding,
                                    tokenizer=tokenizer, llm_name=config.llm_name)
         if _fingerprint_of(encoder.identity()) != _fingerprint_of(enc_meta["identity"]):
-            raise ValueError(f"{directory} was trained with encoder {enc_meta['identity']}; the encoder given is "
+            raise UserError(f"{directory} was trained with encoder {enc_meta['identity']}; the encoder given is "
                              f"{encoder.identity()} (other weights)")
         predictor = cls(config, encoder, metadata=meta)
         predictor.net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))

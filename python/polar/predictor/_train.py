@@ -34,12 +34,14 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..programs import DEFAULT_MAX_RUNS
+from ..programs import DEFAULT_MAX_RUNS, Op
+from ..search import read_sweep
 from ._config import DecodeConfig, PredictorConfig, TrainConfig
 from ._decode import decode_batch
 from ._encoder import TextEncoder, encode_cached, load_encoder, pad_tokens
 from ._predictor import Predictor, write_atomic
-from ._targets import ProblemTargets, SearchRecord, TargetReport, build_targets, load_search_results, sha256_file
+from ._targets import (ProblemTargets, SearchRecord, TargetReport, build_targets, load_search_results, records_from_sweep,
+                       sha256_file)
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +50,33 @@ LOG_FILE = "train_log.jsonl"
 
 
 def predictor_loss(seg_logits: torch.Tensor, op_logits: torch.Tensor, seg_target: torch.Tensor,
-                   op_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(loss, seg_loss, op_loss)``, each a mean over the batch of per-problem values.
+                   op_target: torch.Tensor, weight: torch.Tensor | None = None, anti: torch.Tensor | None = None,
+                   anti_original_lambda: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(loss, seg_loss, op_loss)``, each a weighted mean over the batch of per-problem values.
 
     Per problem (``D`` layers): ``seg = mean_i BCE(seg_logits[i], seg_target[i])`` and
-    ``op = sum_i sum_c -op_target[i, c] * log_softmax(op_logits[i])[c] / D``; ``loss = seg + op``.
-    Shapes: ``seg_*`` [B, D], ``op_*`` [B, D, C] (``C = max_runs + 1`` op classes).
+    ``op = sum_i sum_c -op_target[i, c] * log_softmax(op_logits[i])[c] / D``; ``loss = seg + op``,
+    averaged with the problems' ``weight`` [B] (``ProblemTargets.weight``; None: all 1):
+    ``sum_p W_p loss_p / sum_p W_p``. The anti-original penalty (reference code,
+    ``--anti_original_lambda``): for the problems flagged in ``anti`` [B] (their full program is
+    invalid), ``anti_original_lambda * mean_p mean_i softmax(op_logits[p, i])[keep]`` (the mean
+    probability of "keep" over all ``D`` layers) is added to ``loss``; it is 0 when no problem of
+    the batch is flagged. Shapes: ``seg_*`` [B, D], ``op_*`` [B, D, C] (``C = max_runs + 1``).
     """
     D = seg_logits.shape[-1]
     seg = F.binary_cross_entropy_with_logits(seg_logits, seg_target, reduction="none").mean(-1)  # [B]
     op = -(op_target * F.log_softmax(op_logits, dim=-1)).sum(dim=(-1, -2)) / D  # [B]
-    return (seg + op).mean(), seg.mean(), op.mean()
+    if weight is None:
+        w = torch.full_like(seg, 1.0 / seg.shape[0])  # [B]
+    else:
+        w = weight.to(seg.dtype) / weight.sum().clamp(min=1e-12)  # [B], sums to 1
+    seg_loss, op_loss = (w * seg).sum(), (w * op).sum()
+    loss = seg_loss + op_loss
+    if anti is not None and anti_original_lambda > 0:
+        a = anti.to(seg.dtype)  # [B] 1.0: the problem's full program is invalid
+        keep = F.softmax(op_logits, dim=-1)[..., Op.KEEP].mean(-1)  # [B] mean P(keep) over the layers
+        loss = loss + anti_original_lambda * (a * keep).sum() / a.sum().clamp(min=1.0)
+    return loss, seg_loss, op_loss
 
 
 def split_problems(ids: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -107,9 +125,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _weights(chunk: Sequence[ProblemTargets]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Problem weights [b] and anti-original flags [b] (1.0: the full program is invalid)."""
+    return (torch.tensor([t.weight for t in chunk], dtype=torch.float32),
+            torch.tensor([0.0 if t.full_valid else 1.0 for t in chunk]))
+
+
 @torch.no_grad()
 def _evaluate(predictor: Predictor, tokens: list[torch.Tensor], targets: list[ProblemTargets],
-              batch_size: int) -> dict[str, float]:
+              batch_size: int, anti_original_lambda: float = 0.0) -> dict[str, float]:
     """Validation loss terms and top-1 agreement (decoded top-1 is a valid program)."""
     predictor.eval()
     sums = {"loss": 0.0, "seg_loss": 0.0, "op_loss": 0.0}
@@ -120,7 +144,8 @@ def _evaluate(predictor: Predictor, tokens: list[torch.Tensor], targets: list[Pr
         seg, ops = predictor(x, mask)  # [b, D], [b, D, C]
         seg_t = torch.stack([t.seg_target for t in chunk])  # [b, D]
         op_t = torch.stack([t.op_target for t in chunk])  # [b, D, C]
-        for key, value in zip(sums, predictor_loss(seg, ops, seg_t, op_t)):
+        w, anti = _weights(chunk)  # [b], [b]
+        for key, value in zip(sums, predictor_loss(seg, ops, seg_t, op_t, w, anti, anti_original_lambda)):
             sums[key] += float(value) * len(chunk)
         top1 = decode_batch(seg, ops, 1, predictor.config.k_max, DecodeConfig())
         hits += sum(preds[0].program in t.programs for preds, t in zip(top1, chunk))
@@ -160,7 +185,9 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
     if config.encoder_dim is None:
         config = replace(config, encoder_dim=encoder.dim)
     targets, report = build_targets(records, config.num_layers, config.k_max, config.full_program_weight,
-                                    max_runs=config.max_runs)
+                                    max_runs=config.max_runs, lenpref_beta=tc.lenpref_beta,
+                                    per_problem_normalize=tc.per_problem_normalize,
+                                    drop_full_if_shorter=tc.drop_full_if_shorter)
     if not targets:
         raise ValueError(f"no problem has a usable valid program ({report.summary()})")
     log = logger.warning if report.not_in_space or report.invalid else logger.info
@@ -179,6 +206,8 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
         saved = state["settings"]
         if isinstance(saved.get("predictor"), dict) and "max_runs" not in saved["predictor"]:  # saved before max_runs
             saved = {**saved, "predictor": {**saved["predictor"], "max_runs": DEFAULT_MAX_RUNS}}
+        if isinstance(saved.get("train"), dict):  # saved before the reference remedies existed
+            saved = {**saved, "train": {**TrainConfig().to_dict(), **saved["train"]}}
         if saved != settings:
             diff = sorted(k for k in settings if saved.get(k) != settings[k])
             raise ValueError(f"{out_dir} holds a training run with other settings ({', '.join(diff)} differ); "
@@ -239,7 +268,8 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
                 seg_t = torch.stack([train_t[i].seg_target for i in idx])  # [b, D]
                 op_t = torch.stack([train_t[i].op_target for i in idx])  # [b, D, C]
                 seg, ops = predictor(x, mask)  # [b, D], [b, D, C]
-                loss, seg_loss, op_loss = predictor_loss(seg, ops, seg_t, op_t)
+                w, anti = _weights([train_t[i] for i in idx])  # [b], [b]
+                loss, seg_loss, op_loss = predictor_loss(seg, ops, seg_t, op_t, w, anti, tc.anti_original_lambda)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip > 0:
@@ -262,7 +292,7 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
             entry: dict[str, Any] = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0]}
             entry |= {f"train_{k}": sums[k] / max(1, sums["n"]) for k in ("loss", "seg_loss", "op_loss")}
             if val_t:
-                entry |= _evaluate(predictor, val_tok, val_t, tc.batch_size)
+                entry |= _evaluate(predictor, val_tok, val_t, tc.batch_size, tc.anti_original_lambda)
                 bar.set_postfix(epoch=epoch, val_loss=f"{entry['val_loss']:.4f}", val_top1=f"{entry['val_top1']:.3f}")
             history.append(entry)
             if _better(entry, best, tc.select_by):
@@ -302,14 +332,33 @@ def _result_settings(records: Sequence[SearchRecord]) -> dict[str, Any]:
     return {key: next(iter(values)) for key, values in found.items() if values}
 
 
+def merge_records(*groups: Sequence[SearchRecord]) -> list[SearchRecord]:
+    """Records of several sources, one per problem id: the valid programs of a problem found in
+    several sources are united (first order kept), its ``initial_score`` is the first one known."""
+    merged: dict[str, SearchRecord] = {}
+    for group in groups:
+        for r in group:
+            old = merged.get(r.id)
+            if old is None:
+                merged[r.id] = r
+                continue
+            programs = tuple(dict.fromkeys(old.valid_programs + r.valid_programs))
+            score = old.initial_score if old.initial_score is not None else r.initial_score
+            merged[r.id] = SearchRecord(old.id, old.question, programs, score, old.settings, old.source)
+    return list(merged.values())
+
+
 def train_from_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                      config: PredictorConfig | dict[str, Any] | None = None, *, seed: int = 0,
                      train_config: TrainConfig | None = None, encoder: TextEncoder | None = None,
                      cache_dir: str | os.PathLike | None = None, progress: bool = True,
                      on_step: Callable[[int, dict[str, float]], None] | None = None,
-                     limit: int | None = None) -> Predictor:
-    """Train on search results files (JSONL, one record per problem) into ``out_dir``; ``limit``:
-    the first ``limit`` records of each file only (recorded in ``data_files``).
+                     limit: int | None = None, sweep: Sequence[str | os.PathLike] = ()) -> Predictor:
+    """Train on search results files (JSONL, one record per problem) and/or sweep files
+    (``polar sweep``: the correct program entries of each problem are its valid programs,
+    :func:`polar.predictor._targets.records_from_sweep`) into ``out_dir``; ``limit``: the first
+    ``limit`` records of each search file only (recorded in ``data_files``). A problem in several
+    files gets the union of its valid programs.
 
     ``config``: a :class:`PredictorConfig`, or a dict of its fields; fields not given there
     (``num_layers``, ``llm_name``) come from the results' ``settings`` (``num_layers``, ``model``).
@@ -317,9 +366,12 @@ def train_from_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathL
     results that mix depths or models. Everything else is :func:`train`.
     """
     paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("no search results file given")
-    records = load_search_results(paths, limit=limit)
+    sweep = [Path(p) for p in sweep]
+    if not paths and not sweep:
+        raise ValueError("no search results or sweep file given")
+    records = load_search_results(paths, limit=limit) if paths else []
+    if sweep:
+        records = merge_records(records, records_from_sweep(read_sweep(sweep)))
     found = _result_settings(records)
     fields = dict(config.to_dict()) if isinstance(config, PredictorConfig) else dict(config or {})
     for key, field in (("num_layers", "num_layers"), ("model", "llm_name")):
@@ -335,5 +387,6 @@ def train_from_files(paths: Sequence[str | os.PathLike], out_dir: str | os.PathL
     # A file read only in part is described by its limit (it may still grow); records_sha256
     # in the checkpoint fixes exactly what was read either way.
     data_files = {str(p): sha256_file(p) if limit is None else f"first {limit} records" for p in paths}
+    data_files |= {str(p): sha256_file(p) for p in sweep}
     return train(records, PredictorConfig.from_dict(fields), out_dir, seed=seed, train_config=train_config,
                  encoder=encoder, data_files=data_files, cache_dir=cache_dir, progress=progress, on_step=on_step)

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..errors import UserError
 from .._checks import check_int
 from .program import Program, validate_program
 
@@ -73,7 +74,7 @@ def segments(z_seg: Sequence[int]) -> list[tuple[int, int]]:
 def _check_mask(z_seg: Sequence[int]) -> tuple[int, ...]:
     z = tuple(z_seg)
     if not z:
-        raise ValueError("z_seg is empty; it needs one entry per layer")
+        raise UserError("z_seg is empty; it needs one entry per layer")
     out = []
     for i, b in enumerate(z):
         try:
@@ -81,10 +82,10 @@ def _check_mask(z_seg: Sequence[int]) -> tuple[int, ...]:
         except TypeError:
             v = None
         if v not in (0, 1):
-            raise ValueError(f"z_seg[{i}] is {b!r}; boundary entries must be 0 or 1")
+            raise UserError(f"z_seg[{i}] is {b!r}; boundary entries must be 0 or 1")
         out.append(v)
     if out[0] != 1:
-        raise ValueError("z_seg[0] must be 1: layer 0 always starts a segment")
+        raise UserError("z_seg[0] must be 1: layer 0 always starts a segment")
     return tuple(out)
 
 
@@ -95,7 +96,7 @@ def _as_op(op, where: str) -> int:
     except TypeError:
         runs = None
     if runs is None or runs < 0:
-        raise ValueError(f"{where} is {op!r}; ops must be run counts, ints >= 0 (0 skip, 1 keep, 2 repeat, 3, ...)")
+        raise UserError(f"{where} is {op!r}; ops must be run counts, ints >= 0 (0 skip, 1 keep, 2 repeat, 3, ...)")
     return Op(runs) if runs <= Op.REPEAT else runs
 
 
@@ -119,7 +120,7 @@ class CompactProgram:
         z = _check_mask(self.z_seg)
         n_segments = sum(z)
         if len(self.ops) != n_segments:
-            raise ValueError(f"got {len(self.ops)} ops for {n_segments} segments; give one op per segment")
+            raise UserError(f"got {len(self.ops)} ops for {n_segments} segments; give one op per segment")
         ops = tuple(_as_op(op, f"ops[{s}]") for s, op in enumerate(self.ops))
         object.__setattr__(self, "z_seg", z)
         object.__setattr__(self, "ops", ops)
@@ -158,16 +159,16 @@ def build(z_seg: Sequence[int], ops: Sequence[int], k_max: int = DEFAULT_K_MAX, 
     segs = cp.segments()
     for s, ((a, b), op) in enumerate(zip(segs, cp.ops)):
         if op > max_runs:
-            raise ValueError(f"ops must be run counts 0..{max_runs} (max_runs={max_runs}); ops[{s}] "
+            raise UserError(f"ops must be run counts 0..{max_runs} (max_runs={max_runs}); ops[{s}] "
                              f"(segment {a}..{b}) is {int(op)}")
     layers: list[int] = []
     for (a, b), op in zip(segs, cp.ops):
         if b - a + 1 > k_max:
-            raise ValueError(f"segment {a}..{b} has {b - a + 1} layers, over k_max={k_max}")
+            raise UserError(f"segment {a}..{b} has {b - a + 1} layers, over k_max={k_max}")
         block = list(range(a, b + 1))
         layers.extend(block * int(op))
     if not layers:
-        raise ValueError("every segment is skipped; a program needs at least one layer")
+        raise UserError("every segment is skipped; a program needs at least one layer")
     return Program(layers)
 
 
@@ -313,12 +314,12 @@ def random_compact(
     """
     check_int(k_max, "k_max")
     if num_layers <= 0:
-        raise ValueError(f"num_layers must be positive, got {num_layers}")
+        raise UserError(f"num_layers must be positive, got {num_layers}")
     if not 0.0 <= p_boundary <= 1.0:
-        raise ValueError(f"p_boundary must be in [0, 1], got {p_boundary}")
+        raise UserError(f"p_boundary must be in [0, 1], got {p_boundary}")
     probs = [float(x) for x in op_probs]
     if len(probs) < 2 or min(probs) < 0 or sum(probs) <= 0 or sum(probs[1:]) <= 0:
-        raise ValueError(f"op_probs must be at least 2 non-negative weights (runs 0 (skip), 1 (keep), 2 (repeat), ...) "
+        raise UserError(f"op_probs must be at least 2 non-negative weights (runs 0 (skip), 1 (keep), 2 (repeat), ...) "
                          f"with some weight on runs >= 1, got {op_probs}")
     total = sum(probs)
     cum = [c / total for c in itertools.accumulate(probs[:-1])]  # cum[k] = P(runs <= k); the last count takes the rest

@@ -12,6 +12,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..errors import UserError
+
 
 #: Default upper bound on a program's length, as a multiple of the model depth.
 DEFAULT_MAX_LENGTH_FACTOR = 4
@@ -27,7 +29,7 @@ class Program(tuple):
     def full(cls, num_layers: int) -> "Program":
         """The full forward pass ``(0, .., D-1)``."""
         if num_layers <= 0:
-            raise ValueError(f"num_layers must be positive, got {num_layers}")
+            raise UserError(f"num_layers must be positive, got {num_layers}")
         return cls(range(num_layers))
 
     def __repr__(self) -> str:
@@ -55,18 +57,18 @@ def _as_layer_list(program, row: int | None) -> list[int]:
     where = f"program for row {row}" if row is not None else "program"
     if isinstance(program, torch.Tensor):
         if program.dim() != 1 or program.dtype.is_floating_point or program.dtype == torch.bool:
-            raise ValueError(f"{where}: a tensor program must be 1-D integer, got {program.dtype} {tuple(program.shape)}")
+            raise UserError(f"{where}: a tensor program must be 1-D integer, got {program.dtype} {tuple(program.shape)}")
         return [int(x) for x in program.tolist()]
     if hasattr(program, "tolist") and not isinstance(program, Sequence):  # numpy arrays
         program = program.tolist()
     if isinstance(program, (str, bytes)) or not isinstance(program, Sequence):
-        raise ValueError(f"{where}: expected a sequence of ints, got {type(program).__name__}")
+        raise UserError(f"{where}: expected a sequence of ints, got {type(program).__name__}")
     out = []
     for k, x in enumerate(program):
         try:
             out.append(as_layer_index(x))
         except TypeError:
-            raise ValueError(f"{where}: entry {k} is {x!r}, not an int") from None
+            raise UserError(f"{where}: entry {k} is {x!r}, not an int") from None
     return out
 
 
@@ -79,21 +81,21 @@ def validate_program(program, num_layers: int, max_length: int | None = None, ro
     longer than ``max_length`` (default ``4 * num_layers``), or an index outside ``[0, num_layers)``.
     """
     if num_layers <= 0:
-        raise ValueError(f"num_layers must be positive, got {num_layers}")
+        raise UserError(f"num_layers must be positive, got {num_layers}")
     where = f"program for row {row}" if row is not None else "program"
     if hasattr(program, "z_seg") and callable(getattr(program, "decode", None)):  # a CompactProgram
         if program.num_layers != num_layers:
-            raise ValueError(f"{where}: compact program over {program.num_layers} layers, the model has {num_layers}")
+            raise UserError(f"{where}: compact program over {program.num_layers} layers, the model has {num_layers}")
         program = program.decode(k_max=num_layers)
     layers = _as_layer_list(program, row)
     if not layers:
-        raise ValueError(f"{where} is empty; a program needs at least one layer")
+        raise UserError(f"{where} is empty; a program needs at least one layer")
     limit = DEFAULT_MAX_LENGTH_FACTOR * num_layers if max_length is None else max_length
     if len(layers) > limit:
-        raise ValueError(f"{where} has {len(layers)} steps, over the limit of {limit}")
+        raise UserError(f"{where} has {len(layers)} steps, over the limit of {limit}")
     for k, i in enumerate(layers):
         if not 0 <= i < num_layers:
-            raise ValueError(f"{where}: step {k} uses layer {i}, outside [0, {num_layers}) for this {num_layers}-layer model")
+            raise UserError(f"{where}: step {k} uses layer {i}, outside [0, {num_layers}) for this {num_layers}-layer model")
     return Program(layers)
 
 
@@ -106,7 +108,7 @@ def validate_programs(programs, batch_size: int, num_layers: int, max_length: in
     if isinstance(programs, Program):
         return [validate_program(programs, num_layers, max_length)] * batch_size
     if isinstance(programs, (str, bytes)) or not isinstance(programs, Sequence):
-        raise ValueError(f"programs must be a list of {batch_size} programs (or one polar.Program), got {type(programs).__name__}")
+        raise UserError(f"programs must be a list of {batch_size} programs (or one polar.Program), got {type(programs).__name__}")
     if len(programs) != batch_size:
-        raise ValueError(f"got {len(programs)} programs for a batch of {batch_size} rows; give one program per row")
+        raise UserError(f"got {len(programs)} programs for a batch of {batch_size} rows; give one program per row")
     return [validate_program(p, num_layers, max_length, row=r) for r, p in enumerate(programs)]

@@ -17,14 +17,14 @@ from .cache import PooledKVCache, StepKVCache
 from .executor import ExecutionResult, batched_execute
 from .generation import GenerationResult, generate, stop_end
 from .packing import PackedPrograms, pack
-from .prefix_cache import PrefixCache
+from .prefix_cache import PrefixCache, prefix_cache_bytes, weight_fingerprint
 from .reference import reference_forward, reference_generate
 from .runners import BACKENDS
 from .schedule import DEFAULT_POLICY, POLICIES, Waves, plan_waves, plan_waves_reference
 
 __all__ = [
     "BACKENDS", "DEFAULT_POLICY", "POLICIES", "SUPPORTED_MODEL_TYPES", "ExecutionResult", "GenerationResult",
-    "ModelAdapter", "PackedPrograms", "PooledKVCache", "PrefixCache", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
+    "ModelAdapter", "PackedPrograms", "PooledKVCache", "PrefixCache", "prefix_cache_bytes", "weight_fingerprint", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
     "generate", "get_adapter", "pack", "plan_waves", "plan_waves_reference", "reference_forward",
     "reference_generate", "stop_end",
 ]

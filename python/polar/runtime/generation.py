@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import UserError
 from .._checks import check_int
 from ..programs import Program, validate_programs
 from .adapters import get_adapter
@@ -81,7 +82,7 @@ def _tokenize(tokenizer, inputs):
     if not (isinstance(inputs, Sequence) and inputs and all(isinstance(s, str) for s in inputs)):
         return inputs
     if tokenizer is None:
-        raise ValueError("text inputs need a tokenizer")
+        raise UserError("text inputs need a tokenizer")
     ids = [list(x) for x in tokenizer(list(inputs), padding=False)["input_ids"]]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pad = 0 if pad is None else int(pad)
@@ -105,11 +106,11 @@ def _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k) -> Non
     check_int(max_new_tokens, "max_new_tokens")
     if do_sample:
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+            raise UserError(f"temperature must be > 0 when sampling, got {temperature}")
         if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+            raise UserError(f"top_p must be in (0, 1], got {top_p}")
         if top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {top_k}")
+            raise UserError(f"top_k must be >= 0, got {top_k}")
 
 
 def select_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, top_k: int,
@@ -146,7 +147,7 @@ def row_generators(seed: int | Sequence[int] | None, B: int) -> torch.Generator 
         return torch.Generator().manual_seed(int(seed))
     seeds = list(seed)
     if len(seeds) != B:
-        raise ValueError(f"got {len(seeds)} seeds for a batch of {B} rows; give one per row or one int")
+        raise UserError(f"got {len(seeds)} seeds for a batch of {B} rows; give one per row or one int")
     return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
 
@@ -252,7 +253,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     _check_sampling(max_new_tokens, do_sample, temperature, top_p, top_k)
     stop_strings = list(stop_strings or [])
     if (stop_strings or stop_fn is not None) and tokenizer is None:
-        raise ValueError("stop_strings and stop_fn need a tokenizer")
+        raise UserError("stop_strings and stop_fn need a tokenizer")
     input_ids, attention_mask = prepare_inputs(_tokenize(tokenizer, inputs), adapter.vocab_size, adapter.device)
     B, T = input_ids.shape
     progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
@@ -261,8 +262,8 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
 
     if prefix_cache is not None:
         if not share_prefix:
-            raise ValueError("prefix_cache needs share_prefix=True")
-        prefix_cache.bind((id(model), adapter.dtype, str(adapter.device)))
+            raise UserError("prefix_cache needs share_prefix=True")
+        prefix_cache.bind(model)
 
     packed = pack(progs)
     if share_prefix:

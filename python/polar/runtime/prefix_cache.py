@@ -1,4 +1,4 @@
-"""States of a prompt prefix kept across :func:`polar.generate` calls (DESIGN.md section 4b).
+"""States of a prompt prefix kept across :func:`polar.generate` calls.
 
 Within one call, shared-prefix execution computes the state of a prompt node after a program
 prefix once. A search asks, round after round, for programs that continue the ones it has just
@@ -11,9 +11,16 @@ cache's *anchor*), a program prefix ``pi[:k]``, and what the unit produced: its 
 per anchor (a node per program prefix); lookups walk it from the root, so a cached unit is only
 used with all of its ancestors. Least recently used entries are evicted past ``max_bytes``,
 with their descendants (which could no longer be reached).
+
+A cache belongs to one model: :meth:`PrefixCache.bind` (given at construction or done by the first
+:func:`polar.generate` call) keeps a weak reference to it and a cheap fingerprint of its weights
+(:func:`weight_fingerprint`: dtype, device and sums of a strided sample of every parameter), and
+every later use checks both, so a cache never serves the states of another model, of a model
+freed and replaced at the same address, or of one whose weights were edited in place.
 """
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +28,32 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_int
+
+#: Elements sampled (evenly spaced) from each parameter by :func:`weight_fingerprint`.
+FINGERPRINT_SAMPLES = 16
+
+
+def prefix_cache_bytes(prefix_cache_mb: int) -> int:
+    """The byte budget of ``--prefix-cache-mb`` (MiB; 0: no cache). The one check of that flag:
+    :class:`polar.UserError` unless it is an int >= 0."""
+    check_int(prefix_cache_mb, "prefix_cache_mb", minimum=0)
+    return prefix_cache_mb << 20
+
+
+@torch.no_grad()
+def weight_fingerprint(model: torch.nn.Module) -> tuple:
+    """A cheap fingerprint of a model's weights: dtype and device of the first parameter, and per
+    parameter its in-place version counter and the sum of ``FINGERPRINT_SAMPLES`` evenly spaced
+    elements (one small transfer in all). Changes when the model is moved or cast, or when a
+    parameter is edited in place (an edit that leaves every sampled element as it was and does not
+    count as an in-place operation, e.g. through ``.data`` on one unsampled element, goes unseen)."""
+    params = list(model.parameters())
+    if not params:
+        return ()
+    sums = [p.detach().reshape(-1)[:: max(1, p.numel() // FINGERPRINT_SAMPLES)][:FINGERPRINT_SAMPLES].double().sum()
+            for p in params]
+    return (str(params[0].dtype), str(params[0].device), tuple(getattr(p, "_version", 0) for p in params),
+            tuple(torch.stack(sums).cpu().tolist()))
 
 
 @dataclass
@@ -39,29 +72,51 @@ class CachedUnit:
 class PrefixCache:
     """An LRU store of prompt-prefix units for one model, at most ``max_bytes`` of tensors.
 
-    Counters: ``hits``/``misses`` (units of anchored nodes found / computed), ``evictions``.
-    Raises ``ValueError`` for a negative budget, or when used with a second model.
+    ``model``: the model the cache belongs to (default: the first model :func:`polar.generate`
+    uses it with; see :meth:`bind`). Counters: ``hits``/``misses`` (units of anchored nodes found /
+    computed), ``evictions``. Raises ``ValueError`` for a negative budget, and when used with
+    another model or after the model's weights changed (:meth:`check`).
     """
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, model: torch.nn.Module | None = None):
         check_int(max_bytes, "max_bytes", minimum=0)
         self.max_bytes = max_bytes
         self.nbytes = 0
         self.hits = self.misses = self.evictions = 0
-        self._owner: tuple | None = None
+        self._model: weakref.ref | None = None
+        self._fingerprint: tuple | None = None
         self._roots: dict[tuple[int, ...], int] = {}                 # anchor tokens -> root id
         self._child: dict[tuple[int, int], int] = {}                 # (node id, layer) -> node id
         self._children: dict[int, set[int]] = {}
         self._parent: dict[int, tuple[int, int]] = {}                # node id -> (parent id, layer)
         self._units: OrderedDict[int, CachedUnit] = OrderedDict()    # least recently used first
         self._next = 0
+        if model is not None:
+            self.bind(model)
 
-    def bind(self, owner: tuple) -> None:
-        """Tie the cache to one model (``owner``: any key of the model, dtype and device)."""
-        if self._owner is None:
-            self._owner = owner
-        elif self._owner != owner:
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The model the cache is bound to (``None``: not bound yet, or freed)."""
+        return None if self._model is None else self._model()
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Tie the cache to ``model`` (the first call), or :meth:`check` that it is that model."""
+        if self._model is None:
+            self._model = weakref.ref(model)
+            self._fingerprint = weight_fingerprint(model)
+        else:
+            self.check(model)
+
+    def check(self, model: torch.nn.Module) -> None:
+        """``ValueError`` unless ``model`` is the bound model, with the weights it had when bound."""
+        owner = self.model
+        if owner is None and self._model is not None:
+            raise ValueError("the model this PrefixCache was made for is gone; use a new cache")
+        if owner is not model:
             raise ValueError("this PrefixCache holds states of another model; use one cache per model")
+        if weight_fingerprint(model) != self._fingerprint:
+            raise ValueError("the model's weights (or dtype, or device) changed since this PrefixCache was made; "
+                             "its states are stale: use a new cache")
 
     @property
     def anchors(self) -> list[tuple[int, ...]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from .adapters import ModelAdapter
 from .cache import PooledKVCache, StepKVCache
 from .fused import run_layer_fused
@@ -135,7 +136,7 @@ def get_runner(backend: str, device: torch.device) -> WaveRunner:
     """The runner for ``backend``: ``"hf"``, ``"fused"``, or ``"auto"`` (``fused`` on CUDA, ``hf``
     elsewhere). Raises ``ValueError`` for an unknown name."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        raise UserError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if backend == "auto":
         backend = "fused" if device.type == "cuda" else "hf"
     return RUNNERS[backend]

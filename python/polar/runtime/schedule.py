@@ -12,6 +12,7 @@ from typing import Iterator
 
 import torch
 
+from ..errors import UserError
 from .._C import plan_waves as _compiled_plan_waves
 from .packing import PackedPrograms
 
@@ -50,7 +51,7 @@ class Waves:
 def check_policy(policy: str) -> None:
     """Raise ``ValueError`` unless ``policy`` is one of :data:`POLICIES`."""
     if policy not in POLICIES:
-        raise ValueError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
+        raise UserError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
 
 
 def plan_waves(packed: PackedPrograms, policy: str = DEFAULT_POLICY, num_layers: int | None = None) -> Waves:

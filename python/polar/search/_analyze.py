@@ -31,6 +31,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
+from ..errors import UserError
 from ..programs import NotInSpaceError, Op, parse
 from ._files import read_results
 from ._mcts import SPACES
@@ -126,7 +127,7 @@ def analyze(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
         for rec in read_results([path]):
             key = (group_name(rec), str(rec.get("space")))
             if rec["id"] in cells[key]:
-                raise ValueError(f"problem {rec['id']!r} appears twice in space {key[1]} ({path})")
+                raise UserError(f"problem {rec['id']!r} appears twice in space {key[1]} ({path})")
             cells[key][rec["id"]] = rec
     left_out: dict[str, int] = {}
     if common_only:

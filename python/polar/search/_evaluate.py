@@ -14,16 +14,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .._checks import check_int
 from ..programs import Program
-from ..runtime import PrefixCache, generate
-from ..tasks import Problem, answer_rule, build_prompt, is_correct, stop_strings
+from ..runtime import PrefixCache, generate, prefix_cache_bytes
+from ..tasks import DEFAULT_PROMPT_STYLE, Problem, answer_rule, build_prompt, generation_setting, is_correct, stop_strings
 
 #: ``grade(problem, program, text) -> correct``.
 GradeFn = Callable[[Problem, Program, str], bool]
 
-#: The reference implementation's budget; with the early-answer rule few rows ever reach it.
-DEFAULT_MAX_NEW_TOKENS = 50
+#: The default prompt style's token budget (:data:`polar.tasks.GENERATION_SETTINGS`: the
+#: reference implementation's 50; with the early-answer rule few rows ever reach it).
+DEFAULT_MAX_NEW_TOKENS = generation_setting(DEFAULT_PROMPT_STYLE).max_new_tokens
 
 #: Memory for the few-shot prefix's states kept across rounds (:class:`polar.runtime.PrefixCache`).
 DEFAULT_PREFIX_CACHE_MB = 4096
@@ -58,7 +58,8 @@ def grade_answer(problem: Problem, program: Program, text: str) -> bool:
 class GenerateEvaluator:
     """Grade programs by generating with them: one :func:`polar.runtime.generate` call per
     :meth:`evaluate` (greedy, ``max_new_tokens`` at most, the prompt style's stop strings, and
-    with ``early_answer`` the early-answer rule as ``stop_fn``).
+    with ``early_answer`` the early-answer rule as ``stop_fn``); ``None``: the prompt style's
+    :func:`polar.tasks.generation_setting`, the one evaluation uses too.
 
     ``grade`` replaces the grader (tests plant rewards with it while the model still runs);
     ``share_prefix=False`` turns shared-prefix execution off (same texts; benchmarks compare).
@@ -67,17 +68,17 @@ class GenerateEvaluator:
     no earlier round ran on it (0: none; needs ``share_prefix``; same texts).
     """
 
-    def __init__(self, model, tokenizer, prompt_style: str = "fewshot",
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, early_answer: bool = True,
+    def __init__(self, model, tokenizer, prompt_style: str = DEFAULT_PROMPT_STYLE,
+                 max_new_tokens: int | None = None, early_answer: bool | None = None,
                  grade: GradeFn = grade_answer, share_prefix: bool = True,
                  prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB):
-        stop_strings(prompt_style)  # ValueError for an unknown style
-        check_int(prefix_cache_mb, "prefix_cache_mb", minimum=0)
-        self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb and share_prefix else None
+        setting = generation_setting(prompt_style)  # UserError for an unknown style
+        budget = prefix_cache_bytes(prefix_cache_mb)
+        self.prefix_cache = PrefixCache(budget, model) if budget and share_prefix else None
         self.model, self.tokenizer = model, tokenizer
         self.prompt_style = prompt_style
-        self.max_new_tokens = max_new_tokens
-        self.early_answer = early_answer
+        self.max_new_tokens = setting.max_new_tokens if max_new_tokens is None else max_new_tokens
+        self.early_answer = setting.early_answer if early_answer is None else early_answer
         self.grade = grade
         self.share_prefix = share_prefix
         self.num_layers: int = model.config.num_hidden_layers

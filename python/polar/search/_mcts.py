@@ -33,6 +33,8 @@ import math
 import random
 from dataclasses import dataclass, field
 
+from ..errors import UserError
+
 #: Search spaces (paper table 1): which actions a tree may take.
 SPACES: tuple[str, ...] = ("skip", "loop", "skip+loop")
 
@@ -58,20 +60,20 @@ class SearchConfig:
     def validate(self) -> "SearchConfig":
         """``self`` if every field is in range, else ``ValueError`` naming the field."""
         if self.space not in SPACES:
-            raise ValueError(f"unknown search space {self.space!r}; expected one of {SPACES}")
+            raise UserError(f"unknown search space {self.space!r}; expected one of {SPACES}")
         for name in ("simulations", "max_block", "max_repeats", "leaves_per_round"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (0 if name == "simulations" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'simulations' else 'positive'} "
+                raise UserError(f"{name} must be a {'non-negative' if name == 'simulations' else 'positive'} "
                                  f"int, got {value!r}")
         if not 0 < self.min_length <= 1 <= self.max_length:
-            raise ValueError(f"length bounds must satisfy 0 < min_length <= 1 <= max_length, "
+            raise UserError(f"length bounds must satisfy 0 < min_length <= 1 <= max_length, "
                              f"got {self.min_length} .. {self.max_length}")
         for name in ("exploration", "length_penalty", "widening"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.widening == 0:
-            raise ValueError("widening must be > 0")
+            raise UserError("widening must be > 0")
         return self
 
     def length_bounds(self, num_layers: int) -> tuple[int, int]:

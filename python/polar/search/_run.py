@@ -7,10 +7,11 @@ starts new trees from the queue while the batch has room, grades the whole batch
 A tree's rounds are atomic (all its leaves go into one call), so each tree, and so each
 record, is the same whatever the batch size or the other problems.
 
-Every finished problem is appended at once to a :class:`polar.tasks.ResultsFile` (flush +
+Every finished problem is appended at once to a :class:`polar.jobs.ResultsFile` (flush +
 fsync) with the PoLar supervision fields (``question``, ``gt_ans``, ``initial_score``,
-``final_valid_transitions``, ``final_invalid_transitions``) and the run's settings; a rerun
-skips finished problems, and a file written with other settings is refused. ``shard=(i, n)``
+``final_valid_transitions``, ``final_invalid_transitions``) and the run's settings (the
+generation setting included: ``prompt_style``, ``max_new_tokens``, ``early_answer``); a rerun
+skips finished problems and retries failed ones, and a file written with other settings is refused. ``shard=(i, n)``
 keeps the problems whose id hashes to ``i`` modulo ``n``.
 """
 from __future__ import annotations
@@ -22,16 +23,16 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from .._checks import check_int
+from ..errors import UserError
+from ..jobs import ModelWorker, RayOptions, ResultsFile, run_ray, versions
 from ..models import load_model
-from ..tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, ResultsFile, resolve
-from ..tasks.workers import RayOptions, run_ray
+from ..runtime import prefix_cache_bytes
+from ..tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, resolve
 from ._evaluate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, Evaluator, GenerateEvaluator
 from ._mcts import SearchConfig, Tree
 
@@ -58,18 +59,16 @@ class SearchRun:
         """``self`` if the settings are usable, else ``ValueError`` naming the field."""
         self.search.validate()
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"unknown prompt style {self.prompt_style!r}; expected one of {PROMPT_STYLES}")
+            raise UserError(f"unknown prompt style {self.prompt_style!r}; expected one of {PROMPT_STYLES}")
         if self.batch_size < self.search.leaves_per_round:
-            raise ValueError(f"batch size {self.batch_size} is smaller than leaves per round "
-                             f"{self.search.leaves_per_round}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"limit must be >= 0, got {self.limit}")
+            raise UserError(f"batch size {self.batch_size} is smaller than leaves per round "
+                            f"{self.search.leaves_per_round}")
+        check_int(self.max_new_tokens, "max_new_tokens")
+        check_int(self.limit, "limit", minimum=0, optional=True)
         if self.shard is not None:
             i, n = self.shard
             if not (n >= 1 and 0 <= i < n):
-                raise ValueError(f"bad shard {i}/{n}; expected I/N with 0 <= I < N")
+                raise UserError(f"bad shard {i}/{n}; expected I/N with 0 <= I < N")
         return self
 
     def settings(self) -> dict:
@@ -91,7 +90,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         i, n = -1, 0
     if not sep or not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"bad shard {text!r}; expected I/N with 0 <= I < N, e.g. 0/4")
+        raise UserError(f"bad shard {text!r}; expected I/N with 0 <= I < N, e.g. 0/4")
     return i, n
 
 
@@ -108,16 +107,6 @@ def select_shard(problems: list[Problem], shard: tuple[int, int] | None) -> list
         return list(problems)
     i, n = shard
     return [p for p in problems if shard_of(p.id, n) == i]
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for dist in ("polar", "torch", "transformers"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "unknown"
-    return out
 
 
 def problem_record(problem: Problem, tree: Tree, wall_s: float) -> dict:
@@ -160,9 +149,9 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
     check_int(max_active, "max_active", optional=True)
     repeated = [pid for pid, n in Counter(p.id for p in problems).items() if n > 1]
     if repeated:
-        raise ValueError(f"problem id {repeated[0]!r} appears twice in the data")
+        raise UserError(f"problem id {repeated[0]!r} appears twice in the data")
     if batch_size < config.leaves_per_round:
-        raise ValueError(f"batch size {batch_size} is smaller than leaves per round {config.leaves_per_round}")
+        raise UserError(f"batch size {batch_size} is smaller than leaves per round {config.leaves_per_round}")
     queue = deque(problems)
     active: deque[_Active] = deque()
     trees: dict[str, Tree] = {}
@@ -210,20 +199,16 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
     return trees
 
 
-class SearchWorker:
-    """Searches batches of problems with its own model (a :mod:`polar.tasks.workers` worker):
-    built once per Ray actor, on the actor's GPU when it has one."""
+class SearchWorker(ModelWorker):
+    """Searches batches of problems with its own model (a :class:`polar.jobs.ModelWorker`): built
+    once per Ray actor, on ``run.device`` (``--device``), else on the actor's GPU when it has one."""
 
     def __init__(self, run: SearchRun, threads: int | None = None, extra: dict | None = None,
                  prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB):
-        if threads:
-            torch.set_num_threads(threads)
-        model, tokenizer = load_model(run.model)
-        if torch.cuda.is_available():
-            model = model.to("cuda")
+        super().__init__(run.model, run.device, threads)
         self.run_settings, self.extra = run, dict(extra or {})
-        self.evaluator = GenerateEvaluator(model, tokenizer, run.prompt_style, run.max_new_tokens, run.early_answer,
-                                           prefix_cache_mb=prefix_cache_mb)
+        self.evaluator = GenerateEvaluator(self.model, self.tokenizer, run.prompt_style, run.max_new_tokens,
+                                           run.early_answer, prefix_cache_mb=prefix_cache_mb)
 
     def run(self, problems: list[Problem]) -> list[dict]:
         records: list[dict] = []
@@ -235,14 +220,15 @@ class SearchWorker:
 def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = None,
                problems: list[Problem] | None = None, ray: RayOptions | None = None,
                threads: int | None = None, max_active: int | None = None,
-               prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB) -> dict:
+               prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB, retry_failed: bool = True) -> dict:
     """Search the problems of ``run.data`` (or ``problems``), appending one record per finished
-    problem to ``out`` and skipping those already there; returns a summary.
+    problem to ``out`` and skipping those already there (failed ones are searched again unless
+    ``retry_failed`` is off); returns a summary.
 
     ``evaluator``: default a :class:`GenerateEvaluator` on ``run.model`` (loaded only when some
     problem is left). Raises ``ValueError`` for bad settings or data and
-    :class:`polar.tasks.SettingsMismatchError` when ``out`` holds other settings, before any
-    model is loaded. ``ray``: run the problems on Ray actors instead (:func:`polar.tasks.workers.run_ray`;
+    :class:`polar.jobs.SettingsMismatchError` when ``out`` holds other settings, before any
+    model is loaded. ``ray``: run the problems on Ray actors instead (:func:`polar.jobs.run_ray`;
     each actor loads the model once and searches batches of ``ray.batch_units`` problems; trees are
     seeded per problem, so the records equal a local run's); ``threads`` per actor.
     ``max_active``: at most this many problems in progress at once (see :func:`search_problems`;
@@ -252,20 +238,20 @@ def run_search(run: SearchRun, out: str | Path, evaluator: Evaluator | None = No
     """
     run.validate()
     check_int(max_active, "max_active", optional=True)
-    check_int(prefix_cache_mb, "prefix_cache_mb", minimum=0)
+    prefix_cache_bytes(prefix_cache_mb)  # bad flags fail before any model is loaded
     if problems is None:
         problems = resolve(run.data)
     if run.limit is not None:
         problems = problems[: run.limit]
     problems = select_shard(problems, run.shard)
-    store = ResultsFile(out, run.settings())
-    done = store.load()
-    todo = [p for p in problems if p.id not in done]
+    store = ResultsFile(out, run.settings(), retry_failed=retry_failed)
+    store.load()
+    todo = [p for p in problems if not store.is_done(p.id)]
     where = f" (shard {run.shard[0]}/{run.shard[1]})" if run.shard else ""
     logger.info("%d problems%s, %d already in %s, %d to search", len(problems), where, len(problems) - len(todo),
                 out, len(todo))
     extra = {"batch_size": run.batch_size, "shard": f"{run.shard[0]}/{run.shard[1]}" if run.shard else None,
-             "versions": _versions()}
+             "versions": versions()}
 
     def write(problem: Problem, tree: Tree, wall_s: float) -> None:
         store.append([{**problem_record(problem, tree, wall_s), **extra}])

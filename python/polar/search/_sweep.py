@@ -38,12 +38,13 @@ from tqdm import tqdm
 from .._checks import check_int
 from ..models import load_model
 from ..runtime import PrefixCache, generate
-from ..tasks import (DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, ResultsFile, answer_rule, build_prompt,
-                     extract_answer, is_correct, read_jsonl, resolve, stop_strings)
-from ..tasks.workers import RayOptions, run_ray
+from ..jobs import RayOptions, ResultsFile, read_jsonl, run_ray
+from ..jobs import versions as _versions
+from ..tasks import (DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, answer_rule, build_prompt,
+                     extract_answer, is_correct, resolve, stop_strings)
 from ._evaluate import DEFAULT_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB
 from ._library import DEFAULT_LIBRARY, LibraryEntry, build_library, library_from_json, library_sha256, library_to_json, parse_library
-from ._run import _versions, select_shard
+from ._run import select_shard
 
 logger = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from ..errors import UserError
 from .answers import last_boxed
 from .problem import Problem
 from .prompts import PROMPT_STYLES
@@ -59,7 +60,7 @@ def answer_settled(text: str, style: str, multiple_choice: bool = False) -> bool
     if style == "direct":
         return last_boxed(text) is not None
     if style != "fewshot":
-        raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+        raise UserError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
     content = text.lstrip()
     if not content:
         return False
@@ -74,6 +75,6 @@ def answer_rule(style: str, problem: Problem | None = None) -> Callable[[str], b
     """``text -> bool``: :func:`answer_settled` for ``style`` and ``problem`` (multiple choice when
     it has ``choices``). Raises ``ValueError`` for an unknown style."""
     if style not in PROMPT_STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+        raise UserError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
     multiple_choice = bool(problem is not None and problem.choices)
     return lambda text: answer_settled(text, style, multiple_choice)

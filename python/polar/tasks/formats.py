@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..errors import UserError, UserFileNotFoundError
 from .answers import last_boxed
 from .problem import Problem, Supervision
 from .prompts import CHOICE_LETTERS
@@ -75,7 +76,7 @@ def _canonical_format(name: str) -> str:
     key = name.strip().lower()
     key = FORMAT_ALIASES.get(key, key)
     if key not in FORMATS:
-        raise ValueError(f"unknown data format {name!r}; expected one of {FORMATS}")
+        raise UserError(f"unknown data format {name!r}; expected one of {FORMATS}")
     return key
 
 
@@ -91,9 +92,9 @@ def _read_json_records(path: Path, skipped: list[tuple[str, str]]) -> list[tuple
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
     if not stripped:
-        raise ValueError(f"{path}: empty file")
+        raise UserError(f"{path}: empty file")
     if stripped[0] not in "[{":
-        raise ValueError(f"{path}: not a JSON or JSONL file (starts with {stripped[:20]!r})")
+        raise UserError(f"{path}: not a JSON or JSONL file (starts with {stripped[:20]!r})")
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
@@ -117,7 +118,7 @@ def _read_json_records(path: Path, skipped: list[tuple[str, str]]) -> list[tuple
             bad += 1
             skipped.append((f"{path.name}: line {lineno}", f"not valid JSON ({err.msg})"))
     if not records:
-        raise ValueError(f"{path}: not a JSON or JSONL file ({bad} lines, none valid JSON)")
+        raise UserError(f"{path}: not a JSON or JSONL file ({bad} lines, none valid JSON)")
     return records
 
 
@@ -167,7 +168,7 @@ def detect_format(path: str | Path) -> str:
             return fmt
     first = records[0][1]
     keys = sorted(first)[:12] if isinstance(first, dict) else type(first).__name__
-    raise ValueError(f"{path}: unrecognised data format (first record: {keys}); name it, e.g. gsm8k:{path}")
+    raise UserError(f"{path}: unrecognised data format (first record: {keys}); name it, e.g. gsm8k:{path}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,10 +336,10 @@ def _load_asdiv(path: Path, skipped: list[tuple[str, str]]) -> list[Problem]:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
-        raise ValueError(f"{path}: not an ASDiv XML file ({err})") from err
+        raise UserError(f"{path}: not an ASDiv XML file ({err})") from err
     elements = root.findall(".//Problem")
     if not elements:
-        raise ValueError(f"{path}: not an ASDiv XML file (no <Problem> elements)")
+        raise UserError(f"{path}: not an ASDiv XML file (no <Problem> elements)")
     problems = []
     for i, el in enumerate(elements):
         pid = el.get("ID") or f"asdiv-{i}"
@@ -364,7 +365,7 @@ def _iter_parsed(path: Path, fmt: str, skipped: list[tuple[str, str]]) -> Iterat
         fits = detected == fmt
     if not fits:
         keys = sorted(first)[:12] if isinstance(first, dict) else None
-        raise ValueError(f"{path}: not a {fmt} file (first record keys: {keys}"
+        raise UserError(f"{path}: not a {fmt} file (first record keys: {keys}"
                          + (f"; it looks like {detected}" if detected else "") + ")")
     parser = _PARSERS[fmt]
     for i, (location, rec) in enumerate(records):
@@ -384,7 +385,7 @@ def load(path: str | Path, format: str | None = None, report: bool = False):
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise UserFileNotFoundError(f"data file not found: {path}")
     fmt = _canonical_format(format) if format else detect_format(path)
     skipped: list[tuple[str, str]] = []
     if fmt == "asdiv":
@@ -434,12 +435,12 @@ def load_supervision(path: str | Path, report: bool = False):
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
+        raise UserFileNotFoundError(f"data file not found: {path}")
     skipped: list[tuple[str, str]] = []
     samples = []
     records = _read_json_records(path, skipped)
     if not any(isinstance(r, dict) and _polar_question(r) and "final_valid_transitions" in r for _, r in records[:50]):
-        raise ValueError(f"{path}: not a PoLar supervision file (no sample with 'question' or "
+        raise UserError(f"{path}: not a PoLar supervision file (no sample with 'question' or "
                          f"'sample_info.question' and 'final_valid_transitions')")
     for i, (location, rec) in enumerate(records):
         try:

@@ -6,6 +6,7 @@ import logging
 import random
 from typing import Callable
 
+from ..errors import UserError
 from .problem import Problem
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ SYNTHETIC_LEVELS: dict[int, tuple[Callable[[], list[tuple[int, ...]]], str]] = {
 def level_problems(level: int) -> list[tuple[str, int]]:
     """Every distinct ``(expression, value)`` of ``level``, in a fixed order."""
     if level not in SYNTHETIC_LEVELS:
-        raise ValueError(f"synthetic level must be one of {sorted(SYNTHETIC_LEVELS)}, got {level!r}")
+        raise UserError(f"synthetic level must be one of {sorted(SYNTHETIC_LEVELS)}, got {level!r}")
     return [(" + ".join(map(str, t)), sum(t)) for t in SYNTHETIC_LEVELS[level][0]()]
 
 
@@ -78,13 +79,13 @@ def synthetic(level: int, n: int, split: str = "test", seed: int = 0) -> list[Pr
     for an unknown level or split, or a negative ``n``.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise UserError(f"n must be >= 0, got {n}")
     found = [(e, v) for e, v in level_problems(level) if split_of(e) == split]
     random.Random(f"polar-synthetic/{level}/{split}/{seed}").shuffle(found)
     if not found and n:
-        raise ValueError(f"synthetic level {level} has no {split} problems")  # pragma: no cover
+        raise UserError(f"synthetic level {level} has no {split} problems")  # pragma: no cover
     if len(found) < n:
         logger.warning("synthetic level %d has %d distinct %s problems; repeating them to reach %d",
                        level, len(found), split, n)

@@ -13,6 +13,9 @@ Two styles (``PROMPT_STYLES``); the style is a parameter recorded with every res
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..errors import UserError
 from .problem import Problem
 
 PROMPT_STYLES: tuple[str, ...] = ("fewshot", "direct")
@@ -43,7 +46,7 @@ def format_question(problem: Problem) -> str:
     text = problem.question.strip()
     if problem.choices:
         if len(problem.choices) > len(CHOICE_LETTERS):
-            raise ValueError(f"problem {problem.id}: {len(problem.choices)} choices, at most {len(CHOICE_LETTERS)}")
+            raise UserError(f"problem {problem.id}: {len(problem.choices)} choices, at most {len(CHOICE_LETTERS)}")
         options = "\n".join(f"{CHOICE_LETTERS[i]}. {c}" for i, c in enumerate(problem.choices))
         text = f"{text}\nOptions:\n{options}"
     return text
@@ -78,13 +81,46 @@ def build_prompt(problem: Problem, style: str = DEFAULT_PROMPT_STYLE, tokenizer=
         return fewshot_prompt(problem)
     if style == "direct":
         return direct_prompt(problem, tokenizer)
-    raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+    _check_style(style)
+    raise AssertionError(style)  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class GenerationSetting:
+    """How answers are generated for a prompt style, the same in every stage (search, sweep,
+    evaluation, ask): at most ``max_new_tokens`` new tokens, stop after one of ``stop_strings``
+    and, with ``early_answer``, as soon as the graded answer can no longer change
+    (:func:`polar.tasks.answer_rule`). Search and evaluation therefore grade under one rule;
+    results files record ``prompt_style``, ``max_new_tokens`` and ``early_answer``."""
+
+    max_new_tokens: int
+    stop_strings: tuple[str, ...]
+    early_answer: bool = True
+
+    def as_record(self) -> dict:
+        """The fields a results file records (the stop strings follow from the prompt style)."""
+        return {"max_new_tokens": self.max_new_tokens, "early_answer": self.early_answer}
+
+
+#: The one generation setting per prompt style (50 tokens: the PoLar reference's search budget;
+#: with the early-answer rule few rows reach it).
+GENERATION_SETTINGS: dict[str, GenerationSetting] = {
+    "fewshot": GenerationSetting(50, ("\n",)),
+    "direct": GenerationSetting(50, ()),
+}
+
+
+def _check_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise UserError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+
+
+def generation_setting(style: str) -> GenerationSetting:
+    """The :class:`GenerationSetting` of ``style`` (:class:`polar.UserError` for an unknown style)."""
+    _check_style(style)
+    return GENERATION_SETTINGS[style]
 
 
 def stop_strings(style: str) -> list[str]:
     """Strings after which generation for ``style`` may stop (the answer is complete)."""
-    if style == "fewshot":
-        return ["\n"]
-    if style == "direct":
-        return []
-    raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+    return list(generation_setting(style).stop_strings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
 from .formats import FORMAT_ALIASES, FORMATS, LoadReport, load
 from .problem import Problem
 from .levels import synthetic
@@ -40,26 +41,26 @@ def parse_spec(spec: str) -> DataSpec:
     - ``words:N[:SPLIT[:SEED]]``: templated word problems (:mod:`.words`).
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("empty data spec; expected PATH, FORMAT:PATH or synthetic:LEVEL:N[:SPLIT[:SEED]]")
+        raise UserError("empty data spec; expected PATH, FORMAT:PATH or synthetic:LEVEL:N[:SPLIT[:SEED]]")
     if spec.startswith("synthetic:"):
         parts = spec.split(":")
         if len(parts) not in (3, 4, 5):
-            raise ValueError(f"bad synthetic spec {spec!r}; expected synthetic:LEVEL:N[:SPLIT[:SEED]]")
+            raise UserError(f"bad synthetic spec {spec!r}; expected synthetic:LEVEL:N[:SPLIT[:SEED]]")
         try:
             level, n = int(parts[1]), int(parts[2])
             seed = int(parts[4]) if len(parts) == 5 else 0
         except ValueError as err:
-            raise ValueError(f"bad synthetic spec {spec!r}; LEVEL, N and SEED are integers") from err
+            raise UserError(f"bad synthetic spec {spec!r}; LEVEL, N and SEED are integers") from err
         split = parts[3] if len(parts) >= 4 else "test"
         return DataSpec(spec, level=level, n=n, split=split, seed=seed)
     if spec.startswith("words:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3, 4):
-            raise ValueError(f"bad words spec {spec!r}; expected words:N[:SPLIT[:SEED]]")
+            raise UserError(f"bad words spec {spec!r}; expected words:N[:SPLIT[:SEED]]")
         try:
             n, seed = int(parts[1]), int(parts[3]) if len(parts) == 4 else 0
         except ValueError as err:
-            raise ValueError(f"bad words spec {spec!r}; N and SEED are integers") from err
+            raise UserError(f"bad words spec {spec!r}; N and SEED are integers") from err
         return DataSpec(spec, n=n, split=parts[2] if len(parts) >= 3 else "test", seed=seed, words=True)
     head, sep, rest = spec.partition(":")
     if sep and head.strip().lower() in set(FORMATS) | set(FORMAT_ALIASES) and not Path(spec).exists():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 
+from ..errors import UserError
 from .problem import Problem
 
 logger = logging.getLogger(__name__)
@@ -113,9 +114,9 @@ def word_problems(n: int, split: str = "test", seed: int = 0) -> list[Problem]:
     logged). Ids name the template: ``words-T12-test-s0-3``. ``ValueError`` for an unknown split or
     a negative ``n``."""
     if split not in TEMPLATE_SPLITS:
-        raise ValueError(f"split must be one of {tuple(TEMPLATE_SPLITS)}, got {split!r}")
+        raise UserError(f"split must be one of {tuple(TEMPLATE_SPLITS)}, got {split!r}")
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise UserError(f"n must be >= 0, got {n}")
     ids = TEMPLATE_SPLITS[split]
     rng = random.Random(f"polar-words/{split}/{seed}")
     found: list[tuple[str, int, str]] = []

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from polar.tasks import ResultsFile, SettingsMismatchError, parse_spec, read_jsonl
+from polar.jobs import ResultsFile, SettingsMismatchError, read_jsonl
+from polar.tasks import parse_spec
 
 
 def test_append_resume_and_settings(tmp_path):

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from polar.tasks import Problem, ResultsFile, read_jsonl
-from polar.tasks.workers import RayOptions, run_local, run_ray
+from polar.jobs import ResultsFile, read_jsonl, read_records
+from polar.tasks import Problem
+from polar.jobs import RayOptions, run_local, run_ray
 from polar.testing import EchoWorker, echo_worker_factory
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'polar[ray]')")
@@ -59,17 +60,27 @@ def test_a_unit_that_always_fails_is_marked_and_the_rest_finish(tmp_path, cluste
     assert set(got) == {u.id for u in units} and counts["failed"] == 1
     assert got["u3"]["failed"] is True and "always fails" in got["u3"]["error"]
     assert all("value" in r for k, r in got.items() if k != "u3")
-    # a rerun skips everything already written, the failed unit included
-    store = ResultsFile(tmp_path / "r.jsonl")
+    # with --no-retry-failed a rerun skips everything already written, the failed unit included
+    store = ResultsFile(tmp_path / "r.jsonl", retry_failed=False)
     store.load()
     assert run_ray(units, echo_worker_factory(), store, RayOptions(workers=1)) == {"done": 0, "failed": 0, "retried": 0}
     assert len(read_jsonl(tmp_path / "r.jsonl")) == 8
+    # by default a rerun retries the failed unit; its new record replaces the failed one for readers
+    store = ResultsFile(tmp_path / "r.jsonl")
+    store.load()
+    assert store.failed() == ["u3"] and not store.is_done("u3") and store.is_done("u2")
+    assert run_ray(units, echo_worker_factory(), store, RayOptions(workers=1)) == {"done": 1, "failed": 0, "retried": 0}
+    assert len(read_jsonl(tmp_path / "r.jsonl")) == 9
+    got = read_records(tmp_path / "r.jsonl")
+    assert sorted(r["id"] for r in got.records) == sorted(u.id for u in units) and got.failed == []
+    assert "value" in next(r for r in got.records if r["id"] == "u3")
 
 
 DRIVER = """
 import sys
-from polar.tasks import Problem, ResultsFile
-from polar.tasks.workers import RayOptions, run_ray
+from polar.jobs import ResultsFile
+from polar.tasks import Problem
+from polar.jobs import RayOptions, run_ray
 from polar.testing import echo_worker_factory
 units = [Problem(id=f"u{i}", question="q", answer="0", source="t") for i in range(16)]
 store = ResultsFile(sys.argv[1]); store.load()

@@ -1,4 +1,4 @@
-"""Running units of work (problems) on workers, with one writer (DESIGN.md section 8).
+"""Running units of work (problems) on workers, with one writer.
 
 A *worker* holds what is expensive to build (a loaded model) and turns a list of units into
 records: ``worker.run(units) -> list[dict]`` (one record per unit, keyed like the results file).
@@ -12,7 +12,10 @@ process can build its own.
   out of memory) is restarted by Ray (``max_restarts``) and its unfinished batches are sent again;
   a unit that fails ``max_attempts`` times (its worker raised, or its actor died running it) is
   written as ``{"failed": True, "error": ...}`` instead of being retried forever; a task refused
-  because its actor is restarting is simply sent again. A rerun skips every unit already in the file.
+  because its actor is restarting is simply sent again. A rerun skips every unit already in the
+  file, except failed ones when the file's ``retry_failed`` is on (the default).
+- :class:`ModelWorker`: the base of every worker that holds a loaded model: loads it once, on
+  the device it is told (an actor given a GPU and no device: that GPU; else the CPU).
 
 Both write records as they arrive (flush + fsync per batch), so killing the driver at any moment
 loses nothing already written.
@@ -21,21 +24,80 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Protocol
 
+import torch
 from tqdm import tqdm
 
-from .records import ResultsFile
+from .._checks import check_int
+from ..errors import UserError
+from ..models import load_model
+from .records import ResultsFile, failure_record
 
 logger = logging.getLogger(__name__)
 
 
 class Worker(Protocol):
     def run(self, units: list[Any]) -> list[dict]: ...
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide results (recorded with every results file)."""
+    out = {}
+    for dist in ("polar", "torch", "transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def _ray_gpus() -> list:
+    """GPU ids Ray assigned to this process (an actor started with ``num_gpus``), else ``[]``."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return []
+    try:
+        return list(ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - not inside a worker
+        return []
+
+
+def worker_device(device: str | None) -> str | None:
+    """The device a worker loads its model on: ``device`` when given (``--device``); else the GPU
+    Ray assigned to this actor, if any; else ``None`` (the CPU)."""
+    if device is not None:
+        return device
+    return "cuda" if _ray_gpus() and torch.cuda.is_available() else None
+
+
+class ModelWorker:
+    """A worker holding one loaded model: ``model_name`` is loaded once, on ``device``
+    (:func:`worker_device`), with ``threads`` torch threads; an already loaded ``model`` and
+    ``tokenizer`` are used as they are. Subclasses implement :meth:`run`."""
+
+    def __init__(self, model_name: str, device: str | None = None, threads: int | None = None,
+                 model=None, tokenizer=None):
+        check_int(threads, "threads", optional=True)
+        if threads:
+            torch.set_num_threads(threads)
+        if model is None:
+            model, tokenizer = load_model(model_name, device=worker_device(device))
+        self.model, self.tokenizer = model, tokenizer
+        self.model_name = model_name
+
+    def run(self, units: list[Any]) -> list[dict]:  # pragma: no cover - an interface
+        raise NotImplementedError
+
+
+#: Units (problems) per task sent to a Ray actor, and per batch of a local run.
+DEFAULT_UNITS_PER_TASK = 8
 
 
 @dataclass
@@ -46,7 +108,7 @@ class RayOptions:
     workers: int = 2                # actors (each builds its worker, e.g. loads the model, once)
     gpus_per_worker: float = 0.0    # GPUs reserved per actor (0: CPU threads)
     cpus_per_worker: float = 1.0    # CPUs reserved per actor
-    batch_units: int = 4            # units per task
+    batch_units: int = DEFAULT_UNITS_PER_TASK  # units per task (--units-per-task)
     max_in_flight: int | None = None  # batches out at once (default 2 per actor)
     max_attempts: int = 3           # a unit failing this often is marked failed
     max_restarts: int = -1          # Ray restarts of a dead actor (-1: always)
@@ -56,10 +118,11 @@ def _batches(units: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(units[i:i + size]) for i in range(0, len(units), size)]
 
 
-def run_local(units: Sequence[Any], worker: Worker, store: ResultsFile, batch_units: int = 8,
+def run_local(units: Sequence[Any], worker: Worker, store: ResultsFile, batch_units: int = DEFAULT_UNITS_PER_TASK,
               desc: str = "units", key: Callable[[Any], str] = lambda u: str(u.id)) -> None:
-    """Run the units not yet in ``store`` on ``worker`` here, appending records as batches finish."""
-    todo = [u for u in units if key(u) not in store.records]
+    """Run the units ``store`` does not have done (:meth:`ResultsFile.is_done`) on ``worker``
+    here, appending records as batches finish."""
+    todo = [u for u in units if not store.is_done(key(u))]
     with tqdm(total=len(todo), desc=desc, unit="unit") as bar:
         for batch in _batches(todo, batch_units):
             store.append(worker.run(batch))
@@ -88,29 +151,24 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[-1] if lines else ''}"
 
 
-def failure_record(unit_key: str, error: str, key_field: str = "id") -> dict:
-    """The record written for a unit that failed every attempt."""
-    return {key_field: unit_key, "failed": True, "error": error[-500:]}
-
-
 def run_ray(units: Sequence[Any], factory: Callable[[], Worker], store: ResultsFile, options: RayOptions,
             desc: str = "units", key: Callable[[Any], str] = lambda u: str(u.id)) -> dict:
-    """Run the units not yet in ``store`` on Ray actors; returns counts ``{done, failed, retried}``.
+    """Run the units ``store`` does not have done on Ray actors; returns counts ``{done, failed, retried}``.
 
-    Needs the optional dependency ``ray`` (``pip install 'polar[ray]'``): ``ImportError`` saying so."""
+    Needs the optional dependency ``ray`` (``pip install 'polar[ray]'``): :class:`polar.UserError` saying so."""
     try:
         import ray
         from ray.exceptions import ActorUnavailableError, RayActorError, RayError
     except ImportError as err:  # pragma: no cover - exercised where ray is absent
-        raise ImportError("--ray needs the optional dependency ray: pip install 'polar[ray]'") from err
-    if options.workers < 1 or options.batch_units < 1:
-        raise ValueError("--workers and the batch size must be >= 1")
+        raise UserError("--ray needs the optional dependency ray: pip install 'polar[ray]'") from err
+    check_int(options.workers, "--workers")
+    check_int(options.batch_units, "--units-per-task")
     if not ray.is_initialized():
         ray.init(address=options.address, log_to_driver=False, include_dashboard=False)
     actor_cls = ray.remote(num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker,
                            max_restarts=options.max_restarts, max_task_retries=0)(_Actor)
     actors = [actor_cls.remote(factory) for _ in range(options.workers)]
-    todo = [u for u in units if key(u) not in store.records]
+    todo = [u for u in units if not store.is_done(key(u))]
     pending: deque[tuple[list[Any], int]] = deque((b, 0) for b in _batches(todo, options.batch_units))
     limit = options.max_in_flight or 2 * options.workers
     in_flight: dict[Any, tuple[int, list[Any], int]] = {}
