@@ -99,6 +99,9 @@ def test_built_wheel_contains_every_subpackage(tmp_path):
     for sub in subpackages + ["polar_kernels"]:
         assert f"{sub}/__init__.py" in names, f"{sub} missing from the wheel"
     assert any(n.startswith("polar/_C") and n.endswith(".so") for n in names)
+    tasks = PACKAGE / "evaluation" / "lm_eval_tasks"  # package data: the lm-eval task YAMLs and their template
+    for data in [*tasks.glob("*.yaml"), tasks / "_polar_generate_template"]:
+        assert f"polar/evaluation/lm_eval_tasks/{data.name}" in names, f"{data.name} missing from the wheel"
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     modules = [s.replace("/", ".") for s in subpackages] + ["polar._C", "polar_kernels"]

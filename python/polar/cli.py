@@ -27,6 +27,8 @@ from .evaluation import (METHOD_NAMES, AccuracyConfig, EvalConfig, build_methods
                          load_problems, run_accuracy, run_eval, write_report)
 from .evaluation.ask import ask, format_ask
 from .evaluation.demo import DemoConfig, demo_table, run_demo
+from .evaluation.lm_eval_run import run_lm_eval
+from .evaluation.lm_eval_tasks import export_lm_eval
 from .evaluation.learnability import analyze_sweep, embed_mean
 from .evaluation.report import markdown_table
 from .search import (DEFAULT_LIBRARY, DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, SPACES,
@@ -61,8 +63,6 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.export_lm_eval:
-        from .evaluation.lm_eval_tasks import export_lm_eval
-
         sources = {k: getattr(args, k) for k in ("gsm8k", "mawps", "asdiv") if getattr(args, k)}
         for name, n in export_lm_eval(args.export_lm_eval, sources).items():
             print(f"{name}: {n} records")
@@ -305,8 +305,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_lm_eval(args: argparse.Namespace) -> int:
-    from .evaluation.lm_eval_run import run_lm_eval
-
     _threads(args.threads)
     check_device(args.device)
     tasks = [t for t in args.tasks.split(",") if t]

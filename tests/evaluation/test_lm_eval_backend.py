@@ -265,3 +265,31 @@ def test_default_model_matches_hflm(tmp_path):
         assert ours["results"][task] == theirs["results"][task] or all(
             ours["results"][task][m] == pytest.approx(theirs["results"][task][m], abs=1e-6)
             for m in ours["results"][task] if isinstance(ours["results"][task][m], float))
+
+
+def test_cli_exports_and_runs_a_task(tmp_path, capsys):
+    import json
+
+    from polar import cli
+    from polar.testing import save_tiny_model
+
+    save_tiny_model(tmp_path / "model", num_layers=D)
+    assert cli.main(["data", "--export-lm-eval", str(tmp_path / "data")]) == 0
+    assert "level1.jsonl: 36 records" in capsys.readouterr().out
+    assert cli.main(["lm-eval", "--model", str(tmp_path / "model"), "--tasks", "polar_level1",
+                     "--program", "0-2 2 3-5", "--limit", "2", "--data-dir", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "polar_summary.json").read_text())
+    assert summary["model"]["program"] == [0, 1, 2, 2, 3, 4, 5] and summary["programs"]["requests"] == 2
+    assert list((tmp_path / "out").glob("*/results_*.json")) and list((tmp_path / "out").glob("*/samples_polar_level1_*"))
+    assert cli.main(["lm-eval", "--tasks", "polar_gsm8k", "--data-dir", str(tmp_path / "data"),
+                     "--out", str(tmp_path / "o2")]) == 2  # its data was not exported: one line, no model loaded
+    assert "--gsm8k PATH" in capsys.readouterr().err
+
+
+def test_lazy_registration_for_lm_evals_command_line():
+    from lm_eval.api.registry import get_model
+
+    from polar.evaluation.lm_eval_run import register_polar
+
+    assert register_polar() is PolarLM is get_model("polar")

@@ -14,8 +14,9 @@ Needs ``pip install 'polar[lm-eval]'``; ``import polar`` does not import this mo
 
     import lm_eval
     from polar.evaluation.lm_eval_backend import PolarLM
+    from polar.evaluation.lm_eval_tasks import task_manager
     lm = PolarLM.create_from_arg_obj({"pretrained": "default", "program": [0, 1, 1, 2, *range(3, 30)]})
-    lm_eval.simple_evaluate(model=lm, tasks=["polar_level2"], task_manager=polar_task_manager())
+    lm_eval.simple_evaluate(model=lm, tasks=["polar_level2"], task_manager=task_manager("~/.cache/polar/lm-eval"))
 
 With ``program=full`` the numbers equal lm-eval's own ``HFLM`` on the same model (same
 tokenization, truncation, ``is_greedy`` rule, stop rule and output cleaning; tested in
@@ -41,7 +42,8 @@ from lm_eval.models.utils import (handle_stop_sequences, normalize_gen_kwargs, p
 
 from ..errors import UserError
 from ..models import load_model
-from ..programs import Program, full, parse_program_text, validate_program
+from ..predictor import Predictor
+from ..programs import Program, parse_program_text, validate_program
 from ..runtime import batched_execute, generate
 
 logger = logging.getLogger(__name__)
@@ -142,6 +144,10 @@ class PolarLM(TemplateLM):
         self.batch_size_per_call = int(batch_size)
         if self.batch_size_per_call < 1:
             raise UserError(f"PolarLM: batch_size must be >= 1, got {batch_size}")
+        if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
+            # lm-eval's command line always passes a device (default cuda:0); like its HFLM, run on the CPU
+            logger.warning("PolarLM: device %s asked for but no CUDA GPU here; using the CPU", device)
+            device = None
         if isinstance(pretrained, str):
             self.model, self.tokenizer = load_model(pretrained, dtype=_dtype(dtype), device=device)
             self.model_name = pretrained
@@ -220,8 +226,6 @@ class PolarLM(TemplateLM):
     # ------------------------------------------------------------------ programs per request
 
     def _load_predictor(self, name):
-        from ..predictor import Predictor  # a later stage than runtime: imported when asked for
-
         if not isinstance(name, str):
             return name  # a Predictor object (Python use)
         emb, tok = self.model.get_input_embeddings(), self.tokenizer
@@ -369,7 +373,7 @@ class PolarLM(TemplateLM):
         until = handle_stop_sequences(kwargs.get("until"), eos=eos)
         do_sample = bool(kwargs.get("do_sample"))
         return {"until": tuple(until), "max_gen_toks": int(kwargs["max_gen_toks"]), "do_sample": do_sample,
-                "temperature": float(kwargs.get("temperature") or 1.0) if do_sample else 1.0,
+                "temperature": float(kwargs.get("temperature", 1.0)) if do_sample else 1.0,  # 0: polar.generate refuses
                 "top_p": float(kwargs.get("top_p") or 1.0) if do_sample else 1.0,
                 "top_k": int(kwargs.get("top_k") or 0) if do_sample else 0,
                 "seed": int(kwargs["seed"]) if kwargs.get("seed") is not None else self.seed}

@@ -26,12 +26,27 @@ from ..errors import UserError
 from .lm_eval_tasks import BENCHMARKS, DEFAULT_DATA_DIR, export_lm_eval, is_exported, task_manager
 
 
+#: Where lm-eval finds ``PolarLM`` (a lazy entry of its model registry: imported on first use).
+POLAR_LM_TARGET = "polar.evaluation.lm_eval_backend:PolarLM"
+
+
 def _require_lm_eval():
     try:
         import lm_eval
     except ImportError:
         raise UserError("polar lm-eval needs lm-eval: pip install 'polar[lm-eval]'") from None
     return lm_eval
+
+
+def register_polar():
+    """Register ``polar`` in lm-eval's model registry (lazily, by module path) and return ``PolarLM``."""
+    _require_lm_eval()
+    import lm_eval.models  # noqa: F401  (lm-eval's own models first: it fills an empty registry only)
+    from lm_eval.api.registry import get_model, model_registry
+
+    if "polar" not in model_registry:
+        model_registry.register("polar", target=POLAR_LM_TARGET)
+    return get_model("polar")
 
 
 def run_lm_eval(tasks: list[str], out: str | Path, *, model: str = "default", program=None,
@@ -46,8 +61,7 @@ def run_lm_eval(tasks: list[str], out: str | Path, *, model: str = "default", pr
     lm_eval = _require_lm_eval()
     from lm_eval.loggers import EvaluationTracker
 
-    from .lm_eval_backend import PolarLM
-
+    PolarLM = register_polar()
     if not tasks:
         raise UserError("--tasks is empty")
     data = Path(data_dir or DEFAULT_DATA_DIR).expanduser()
@@ -95,10 +109,8 @@ def run_lm_eval(tasks: list[str], out: str | Path, *, model: str = "default", pr
 
 def main() -> None:
     """lm-eval's own command line, with ``polar`` registered as a model."""
-    _require_lm_eval()
+    register_polar()
     from lm_eval.__main__ import cli_evaluate
-
-    from . import lm_eval_backend  # noqa: F401  (registers "polar")
 
     cli_evaluate()
 
