@@ -1,7 +1,7 @@
 """Shared fixtures for the throughput benchmarks (run: ``pytest bench/ --benchmark-only``).
 
 - One thread (``torch.set_num_threads(1)``): these machines have 2 shared cores, and a second
-  busy core makes two-thread timings slow and noisy (DESIGN.md section 6).
+  busy core makes two-thread timings slow and noisy (docs/architecture.md section 17).
 - Models, built once per session: ``smollm2`` (SmolLM2-135M-Instruct: the real converted weights
   when ``polar.models`` has them cached, else a random-weight LlamaConfig with the same shapes;
   timing does not depend on weight values; ``POLAR_BENCH_RANDOM_WEIGHTS=1`` forces the stand-in)

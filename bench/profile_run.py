@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--policy", default=DEFAULT_POLICY)
     ap.add_argument("--new", type=int, default=NEW_TOKENS)
     ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--share-prefix", action="store_true", help="run with shared prefixes (DESIGN.md 4b)")
+    ap.add_argument("--share-prefix", action="store_true", help="run with shared prefixes (docs/architecture.md section 9)")
     args = ap.parse_args()
     share = args.share_prefix
     model, desc = Models().get(args.model)

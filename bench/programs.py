@@ -1,4 +1,4 @@
-"""Benchmark batches: programs drawn from the PoLar segment space (DESIGN.md section 2) and prompts.
+"""Benchmark batches: programs drawn from the PoLar segment space (docs/architecture.md section 3) and prompts.
 
 Programs come from :func:`polar.programs.random_compact` (segments of at most ``k_max = 4``
 layers, each skipped, kept or repeated), redrawn until the length lies in

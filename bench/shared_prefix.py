@@ -1,4 +1,4 @@
-"""Shared-prefix execution (DESIGN.md section 4b): ``generate`` with ``share_prefix`` on vs off.
+"""Shared-prefix execution (docs/architecture.md section 9): ``generate`` with ``share_prefix`` on vs off.
 
 Run (one torch thread, both settings in the same run, alternating, min over rounds)::
 

@@ -1,7 +1,7 @@
 """Prefill throughput: heterogeneous programs in one batch vs the fixed-depth forward.
 
 Figure of merit: row-layer throughput ``sum(len(program)) * T / s`` relative to the fixed-depth
-forward's ``B * D * T / s`` on the same inputs (DESIGN.md section 6). Prefix sharing is off
+forward's ``B * D * T / s`` on the same inputs (docs/architecture.md section 17). Prefix sharing is off
 (``share_prefix=False``): these suites measure the executor doing all of the work; sharing is
 measured by ``bench/shared_prefix.py``.
 """

@@ -1,4 +1,4 @@
-// Wave scheduler for heterogeneous programs of layers (DESIGN.md section 4).
+// Wave scheduler for heterogeneous programs of layers (docs/architecture.md section 6).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -29,7 +29,7 @@ constexpr int32_t kMaxLayers = 1 << 16;
 Waves plan_waves(const int32_t* offsets, int64_t batch, const int32_t* layers, int64_t n_layers,
                  Policy policy, int32_t num_layers = -1);
 
-// Shared units (DESIGN.md section 4b). A *member* is a (row, group) pair: the row's program run
+// Shared units (docs/architecture.md section 9). A *member* is a (row, group) pair: the row's program run
 // on the columns of the group (a prompt-tree node, or a decode history). Members of one group
 // whose programs share the prefix pi[:k] share the state after step k: that state is one *unit*
 // (a node of the group's program trie). Units are numbered in creation order (a parent before

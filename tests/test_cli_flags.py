@@ -211,6 +211,7 @@ ROWS = [
     (SWEEP + ["--ray"], ["--workers", "4"], lambda c: c.arg("run_sweep", key="ray").workers, 4),
     (SWEEP + ["--ray"], ["--gpus-per-worker", "0.25"], lambda c: c.arg("run_sweep", key="ray").gpus_per_worker, 0.25),
     (SWEEP + ["--ray"], ["--units-per-task", "5"], lambda c: c.arg("run_sweep", key="ray").batch_units, 5),
+    (SWEEP, ["--no-retry-failed"], lambda c: c.arg("run_sweep", key="retry_failed"), False),
     (SWEEP, ["--threads", "2"], lambda c: c.arg("run_sweep", key="threads"), 2),
     (SWEEP, ["--device", "cpu"], lambda c: sweep_run(c).device, "cpu"),
 

@@ -1,4 +1,4 @@
-"""The package layout of DESIGN.md section 3: import order, no cycles, packaging, public names."""
+"""The package layout of docs/architecture.md section 5: import order, no cycles, packaging, public names."""
 from __future__ import annotations
 
 import ast

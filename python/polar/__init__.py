@@ -1,6 +1,6 @@
 """polar: run frozen pretrained LLMs with per-input programs of layers (skip and loop layers).
 
-Stages, each importing only earlier ones (DESIGN.md section 3; enforced by import-linter):
+Stages, each importing only earlier ones (docs/architecture.md section 5; enforced by import-linter):
 ``programs`` < ``runtime`` < ``tasks`` < ``jobs`` < ``search`` < ``predictor`` < ``evaluation`` < ``cli``.
 This module re-exports the everyday names of the first three; ``polar.search``,
 ``polar.predictor`` and ``polar.evaluation`` are imported when used.

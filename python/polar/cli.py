@@ -41,6 +41,8 @@ from .predictor import (EmbeddingEncoder, Predictor, PredictorConfig, TrainConfi
                         recorded_depth, train_from_files)
 from .predictor import Scorer, load_encoder, sweep_prompts
 from .predictor import ScorerTrainConfig, train_scorer_from_files
+from .predictor._scorer import SCORER_FORMAT
+from .evaluation.solve import SELECTS, SELECTION_FILE, load_selection
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve
 
 logger = logging.getLogger("polar")
@@ -164,7 +166,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     search_records = read_results(args.from_search, same_settings=False) if args.from_search else []
     ray = _ray_options(args) if args.ray else None
     print(json.dumps(run_sweep(run, args.out, search_records, ray=ray, threads=args.threads,
-                               prefix_cache_mb=args.prefix_cache_mb), indent=2))
+                               prefix_cache_mb=args.prefix_cache_mb, retry_failed=not args.no_retry_failed), indent=2))
     return 0
 
 
@@ -272,9 +274,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_predictor(checkpoint: str, model, tok) -> Predictor:
+def checkpoint_format(checkpoint: str) -> str:
+    """``"polar-scorer"`` for a scorer checkpoint folder (its ``config.json`` says so), else
+    ``"segments"`` (the paper's predictor, and ``default``)."""
+    config = Path(checkpoint) / "config.json"
+    if checkpoint != "default" and config.is_file():
+        try:
+            fmt = json.loads(config.read_text(encoding="utf-8")).get("format")
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise UserError(f"{config} is not a checkpoint's config.json: {err}") from err
+        if fmt == SCORER_FORMAT:
+            return SCORER_FORMAT
+    return "segments"
+
+
+def _load_predictor(checkpoint: str, model, tok):
+    """The segment predictor (``default`` or a folder) or a scorer (a folder whose config.json has
+    format ``polar-scorer``); a scorer remembers its folder, where ``selection.json`` lies."""
     if checkpoint == "default":
         return Predictor.load_default(embedding=model.get_input_embeddings(), tokenizer=tok)
+    if checkpoint_format(checkpoint) == SCORER_FORMAT:
+        scorer = _user_input(Scorer.load, checkpoint)
+        scorer.directory = Path(checkpoint)
+        return scorer
     return Predictor.load(checkpoint, embedding=model.get_input_embeddings(), tokenizer=tok)
 
 
@@ -284,7 +306,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         raise UserError("the question is empty")
     model, tok = load_model(args.model, device=args.device)
     predictor = _load_predictor(args.checkpoint, model, tok)
-    print(format_ask(ask(args.question, model, tok, predictor, k=args.k, prompt_style=args.prompt_style)))
+    print(format_ask(ask(args.question, model, tok, predictor, k=args.k, prompt_style=args.prompt_style,
+                         select=args.select)))
     return 0
 
 
@@ -402,13 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_flags(ev)
     ev.set_defaults(func=cmd_eval)
 
-    ak = sub.add_parser("ask", help="predict programs for one question, run them, and vote",
+    ak = sub.add_parser("ask", help="predict programs for one question, run them, and answer (polar.solve)",
                         epilog='example: polar ask "What is 23 + 41?" --k 5')
     ak.add_argument("question")
     ak.add_argument("--k", type=int, default=5)
     ak.add_argument("--checkpoint", default="default", help="'default' (shipped for the default model) or a folder")
     ak.add_argument("--model", default="default")
     ak.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
+    ak.add_argument("--select", default="auto", choices=SELECTS,
+                    help="answer rule: top1, vote, gate, or auto (the checkpoint's selection.json; top1 without "
+                         "one) (default %(default)s)")
     _add_runtime_flags(ak)
     ak.set_defaults(func=cmd_ask)
 
@@ -524,6 +550,7 @@ def _add_search_commands(sub) -> None:
                     help="generate to the token budget instead of stopping once the graded answer is final")
     sw.add_argument("--prefix-cache-mb", type=int, default=DEFAULT_PREFIX_CACHE_MB,
                     help="memory (MiB) for the few-shot prefix's states per program prefix, kept for the whole run")
+    _add_retry_flag(sw)
     _add_ray_flags(sw)
     _add_runtime_flags(sw)
     sw.set_defaults(func=cmd_sweep)

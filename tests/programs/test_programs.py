@@ -1,4 +1,4 @@
-"""Program validation and CSR packing (DESIGN.md sections 1 and 4)."""
+"""Program validation and CSR packing (docs/architecture.md sections 2 and 6)."""
 from __future__ import annotations
 
 import numpy as np

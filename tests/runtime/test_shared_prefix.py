@@ -1,4 +1,4 @@
-"""Shared-prefix execution (DESIGN.md section 4b): the same logits and tokens with ``share_prefix``
+"""Shared-prefix execution (docs/architecture.md section 9): the same logits and tokens with ``share_prefix``
 on as off, and as the no-cache reference, on every tiny architecture; the work counters."""
 from __future__ import annotations
 

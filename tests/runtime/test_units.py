@@ -1,4 +1,4 @@
-"""Shared-prefix planning: the prompt tree, the compiled unit tries and unit waves (DESIGN.md 4 and 4b)."""
+"""Shared-prefix planning: the prompt tree, the compiled unit tries and unit waves (docs/architecture.md sections 6 and 9)."""
 from __future__ import annotations
 
 import random

@@ -1,4 +1,4 @@
-"""Evaluation (DESIGN.md section 5): resumable runs of methods and baselines, metrics, reports.
+"""Evaluation (docs/architecture.md section 11): resumable runs of methods and baselines, metrics, reports.
 
 - :mod:`.accuracy`: the full program's accuracy on a data set (``polar accuracy``).
 - :mod:`.methods`: PoLar, base greedy / sampling, ShortGPT, best static, random programs, oracle.

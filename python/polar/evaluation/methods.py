@@ -207,3 +207,50 @@ class PolarMethod(Method):
         preds = self.predictor.predict([p.question for p in problems], k=k)
         self.overhead_s += time.perf_counter() - start
         return [[Candidate(Program(x.program), 0.0, float(x.score)) for x in row] for row in preds]
+
+
+class ScorerMethod(Method):
+    """A scorer's candidates (``polar.predictor.Scorer``): the ``k`` library programs of
+    :meth:`Scorer.select` (expected-pass@k order), each scored by its predicted probability.
+    A scorer with LLM features computes them on the problems' prompts (``model``, ``tokenizer``,
+    ``prompt_style``: the full program's prefill)."""
+
+    def __init__(self, scorer, name: str = "polar", model=None, tokenizer=None, prompt_style: str = "fewshot"):
+        self.name, self.scorer = name, scorer
+        self.model, self.tokenizer, self.prompt_style = model, tokenizer, prompt_style
+        if getattr(scorer.config, "uses_llm", False) and (model is None or tokenizer is None):
+            raise UserError("a scorer with LLM features needs the model and tokenizer to compute them")
+
+    def candidates(self, problems, k):
+        from ..tasks import build_prompt
+
+        start = time.perf_counter()
+        feats = None
+        if getattr(self.scorer.config, "uses_llm", False):
+            prompts = [build_prompt(p, self.prompt_style, self.tokenizer) for p in problems]
+            feats = self.scorer.compute_llm_features(self.model, self.tokenizer, prompts)
+        proba = self.scorer.predict_proba([p.question for p in problems], llm_features=feats)
+        out = []
+        for row in proba:
+            picks = list(self.scorer.select(row, k))[:k]
+            out.append([Candidate(Program(self.scorer.entries[j].program), 0.0, float(row[j])) for j in picks])
+        self.overhead_s += time.perf_counter() - start
+        return out
+
+
+def is_scorer(predictor) -> bool:
+    """Whether ``predictor`` is a scorer (``predict_proba``/``select``/``entries``), not the segment predictor."""
+    return all(hasattr(predictor, a) for a in ("predict_proba", "select", "entries"))
+
+
+def sweep_static_programs(train_matrix, k: int) -> list[Program]:
+    """Best static as the learnability study defines it: the ``k`` greedy (program) columns of a
+    training sweep matrix chosen by :func:`polar.predictor.static_cover` (the most training
+    problems covered), in that order."""
+    from ..predictor import static_cover
+
+    cols = [j for j, e in enumerate(train_matrix.entries) if getattr(e, "temperature", None) is None]
+    if not cols:
+        raise UserError("the training sweep has no program (greedy) entries for best_static")
+    picks = static_cover(train_matrix.correct, k, candidates=cols)
+    return [Program(train_matrix.entries[j].program) for j in picks]

@@ -15,7 +15,10 @@ same whatever the batch size, the chunking, a kill and rerun, ``--limit``, or Ra
 
 The evaluation record (:data:`RECORD_FIELDS`, plus the run settings and ``wall_s``,
 ``overhead_s``): ``methods`` maps each method name to its candidates, each ``{program,
-temperature, score, output, answer, correct, layers, unique_layers}``. A failed unit's record is
+temperature, score, output, answer, correct, layers, unique_layers, logprob_first}`` (``logprob_first``:
+the log-probability of the candidate's first answer token, :func:`polar.search._sweep.answer_logprobs`,
+``None`` when it gave no answer token; records written before it existed lack the field, read as
+``None``). A failed unit's record is
 ``{"key", "failed": true, "error"}``. :func:`read_eval_records` is the one reader.
 """
 from __future__ import annotations
@@ -38,7 +41,9 @@ from ..jobs import ModelWorker, RayOptions, ResultsFile, read_records, report_fa
 from ..runtime import generate
 from ..tasks import Problem, answer_rule, build_prompt, generation_setting, resolve
 from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, RandomSegmentPrograms,
-                      RandomSingleEdits, SearchOracle, StaticPrograms, best_static_programs)
+                      RandomSingleEdits, ScorerMethod, SearchOracle, StaticPrograms, best_static_programs,
+                      is_scorer, sweep_static_programs)
+from ..search._sweep import answer_logprobs
 from .shortgpt import block_influence, shortgpt_programs
 from .metrics import candidate_answer, answer_correct
 
@@ -194,11 +199,11 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dic
             rows += [_Row(i, m.name, r, c) for r, c in enumerate(cands[: config.k])]
         overhead[m.name] = (m.overhead_s - before) / len(problems)
     prompts = [build_prompt(p, config.prompt_style, tokenizer) for p in problems]
-    outputs = _execute(rows, problems, prompts, model, tokenizer, config)
+    outputs, logprobs = _execute(rows, problems, prompts, model, tokenizer, config)
     records = []
     for i, (spec, problem) in enumerate(chunk):
         by_method: dict[str, list[dict]] = {m.name: [] for m in methods}
-        for row, text in zip(rows, outputs):
+        for row, text, lp in zip(rows, outputs, logprobs):
             if row.problem != i:
                 continue
             answer = candidate_answer(text, problem)
@@ -206,7 +211,7 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dic
                 "program": list(row.candidate.program), "temperature": row.candidate.temperature,
                 "score": row.candidate.score, "output": text, "answer": answer,
                 "correct": answer_correct(answer, problem), "layers": len(row.candidate.program),
-                "unique_layers": len(set(row.candidate.program))})
+                "unique_layers": len(set(row.candidate.program)), "logprob_first": lp})
         records.append({"key": _key(spec, problem), "id": problem.id, "data": spec, "source": problem.source,
                         "level": problem.level, "question": problem.question, "gold": problem.answer,
                         "methods": by_method, "overhead_s": {k: round(v, 5) for k, v in overhead.items() if v}})
@@ -214,14 +219,15 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dic
 
 
 def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], model, tokenizer,
-             config: EvalConfig) -> list[str]:
-    """Output text of every row: greedy rows deduplicated per (problem, program), then all rows of
+             config: EvalConfig) -> tuple[list[str], list[float | None]]:
+    """Output text and first-answer-token log-probability of every row: greedy rows deduplicated per (problem, program), then all rows of
     one temperature in ``generate`` calls of ``batch_size`` rows; a sampled row draws from its own
     generator (:func:`row_seed`)."""
     max_new, early = config.generation()
     stop = list(generation_setting(config.prompt_style).stop_strings)
     rules = [answer_rule(config.prompt_style, p) for p in problems] if early else None
     texts: list[str | None] = [None] * len(rows)
+    firsts_lp: list[float | None] = [None] * len(rows)
     groups: dict[tuple, list[int]] = {}
     for j, row in enumerate(rows):
         c = row.candidate
@@ -239,10 +245,12 @@ def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], mode
             out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], [r.candidate.program for r in firsts],
                            max_new, stop_strings=stop, stop_fn=stop_fn, do_sample=temp > 0,
                            temperature=temp if temp > 0 else 1.0, seed=seeds)
-            for k, text in zip(part, out.texts):
+            for r, (k, text) in enumerate(zip(part, out.texts)):
+                lp = answer_logprobs(tokenizer, out.tokens[r], out.token_logprobs[r])[0]
+                lp = None if lp is None else round(float(lp), 5)
                 for j in groups[k]:
-                    texts[j] = text
-    return texts  # type: ignore[return-value]
+                    texts[j], firsts_lp[j] = text, lp
+    return texts, firsts_lp  # type: ignore[return-value]
 
 
 #: Method names ``polar eval --methods`` accepts (``base_sample`` expands to one per temperature).
@@ -253,24 +261,37 @@ DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0)
 
 def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int = 0, predictor=None,
                   search_records: Sequence[dict] = (), shortgpt_problems: Sequence[Problem] = (),
-                  prompt_style: str = "fewshot", temperatures: Sequence[float] = DEFAULT_TEMPERATURES) -> list[Method]:
+                  prompt_style: str = "fewshot", temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+                  train_sweep=None) -> list[Method]:
     """The methods named in ``names`` (see :data:`METHOD_NAMES`), checked before any compute:
-    ``polar`` needs a predictor, ``best_static`` / ``oracle`` need search results, ``shortgpt``
-    needs training problems (its Block Influence is measured on their prompts)."""
+    ``polar`` needs a predictor (the segment predictor, or a scorer: its :meth:`Scorer.select`
+    top-k), ``oracle`` needs search results, ``best_static`` a training sweep matrix
+    (``train_sweep``, a :class:`polar.search.SweepMatrix`: the static set cover on it, as the
+    learnability study defines best static) or else search results (the programs most often valid
+    in search), ``shortgpt`` needs training problems (its Block Influence is measured on their
+    prompts). Each method's ``definition`` says which definition it uses where there are several."""
     unknown = [n for n in names if n not in METHOD_NAMES]
     if unknown:
         raise UserError(f"unknown method {unknown[0]!r}; expected some of {METHOD_NAMES}")
     if "polar" in names and predictor is None:
         raise UserError("method 'polar' needs a predictor checkpoint (--checkpoint)")
-    if {"best_static", "oracle"} & set(names) and not search_records:
-        raise UserError("methods 'best_static' and 'oracle' need search results (--search)")
+    if "oracle" in names and not search_records:
+        raise UserError("method 'oracle' needs search results (--search)")
+    if "best_static" in names and not search_records and train_sweep is None:
+        raise UserError("method 'best_static' needs a training sweep (--train-sweep) or search results (--search)")
     if "shortgpt" in names and not shortgpt_problems:
         raise UserError("method 'shortgpt' needs training problems for Block Influence (--train-data)")
     D = model.config.num_hidden_layers
     methods: list[Method] = []
     for name in names:
         if name == "polar":
-            methods.append(PolarMethod(predictor))
+            if is_scorer(predictor):
+                m = ScorerMethod(predictor, model=model, tokenizer=tokenizer, prompt_style=prompt_style)
+                m.definition = "scorer: Scorer.select top-k (expected pass@k)"
+            else:
+                m = PolarMethod(predictor)
+                m.definition = "segment predictor: top-k predictions"
+            methods.append(m)
         elif name == "base_greedy":
             methods.append(BaseGreedy(D))
         elif name == "base_sample":
@@ -279,7 +300,14 @@ def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int =
             prompts = [build_prompt(p, prompt_style, tokenizer) for p in shortgpt_problems]
             methods.append(StaticPrograms("shortgpt", shortgpt_programs(block_influence(model, tokenizer, prompts), k)))
         elif name == "best_static":
-            methods.append(StaticPrograms("best_static", best_static_programs(search_records, k)))
+            if train_sweep is not None:
+                m = StaticPrograms("best_static", sweep_static_programs(train_sweep, k))
+                m.definition = (f"set cover on the training sweep matrix ({len(train_sweep.records)} problems x "
+                                f"{len(train_sweep.entries)} entries; polar.predictor.static_cover)")
+            else:
+                m = StaticPrograms("best_static", best_static_programs(search_records, k))
+                m.definition = "the programs most often valid in search results (no --train-sweep given)"
+            methods.append(m)
         elif name == "random_single_edit":
             methods.append(RandomSingleEdits(D, seed))
         elif name == "random_segment":

@@ -1,7 +1,7 @@
 """``polar.solve``: one deployable answer per question from ``k`` predicted programs.
 
 pass@k needs the gold answer (some candidate is right); a deployed system must *pick* one answer
-without it (DESIGN.md section 5b). :func:`solve` asks a predictor for ``k`` candidate programs
+without it (docs/architecture.md section 12). :func:`solve` asks a predictor for ``k`` candidate programs
 per question, runs them with the search's generation setting (greedy, budget
 :data:`polar.search.DEFAULT_MAX_NEW_TOKENS`, the prompt style's stop strings, the early-answer
 rule :func:`polar.tasks.answer_rule`), and turns the candidates into one answer by a *rule*:

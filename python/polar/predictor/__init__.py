@@ -1,11 +1,11 @@
 """The PoLar predictor: a frozen text encoder and a small network that predict a program of
 layers per question, trained on search results and decoded by beam search (paper section 3;
-DESIGN.md section 5).
+docs/architecture.md section 11).
 
     predictor = train_from_files(["results.jsonl"], "ckpt/")       # or Predictor.load("ckpt/")
     predictor.predict(["What is 3 + 4?"], k=5)[0][0].program       # Program([0, 1, 1, 2, ...])
 
-The scorer (DESIGN.md section 5b): P(program correct | input) for a library's programs, trained
+The scorer (docs/architecture.md section 12): P(program correct | input) for a library's programs, trained
 on sweep matrices, and top-k by expected pass@k:
 
     scorer = train_scorer(read_sweep("train.jsonl"), read_sweep("val.jsonl"))  # or Scorer.load("ckpt/")

@@ -1,4 +1,4 @@
-"""Predicted logits -> top-k programs (paper section 3.2; DESIGN.md section 5).
+"""Predicted logits -> top-k programs (paper section 3.2; docs/architecture.md section 11).
 
 1. **Boundaries.** Layer ``i`` starts a segment when ``sigmoid(seg_logits[i]) > threshold``,
    ``z_seg[0] = 1`` always, and no segment is longer than ``k_max``. When plain thresholding

@@ -1,4 +1,4 @@
-"""The PoLar predictor network (paper section 3.2; DESIGN.md section 5), top to bottom.
+"""The PoLar predictor network (paper section 3.2; docs/architecture.md section 11), top to bottom.
 
     encoder tokens [B, T, e] --Linear--> [B, T, d]
     D learned layer queries [D, d] cross-attend to the tokens (padding masked) -> [B, D, d]

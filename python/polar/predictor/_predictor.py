@@ -60,7 +60,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default"
 
 
 class Predictor(nn.Module):
-    """Predicts programs of layers for questions (DESIGN.md section 5).
+    """Predicts programs of layers for questions (docs/architecture.md section 11).
 
     ``config.encoder_dim`` is filled from ``encoder.dim`` when unset. The encoder is frozen and is
     *not* a submodule: ``parameters()``, ``state_dict()``, ``.to()`` and ``save()`` cover the

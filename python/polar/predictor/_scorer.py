@@ -1,4 +1,4 @@
-"""The scorer: ``P(program j is correct | input)`` for the programs of a library (DESIGN.md 5b).
+"""The scorer: ``P(program j is correct | input)`` for the programs of a library (docs/architecture.md section 12).
 
 Trained with binary cross-entropy on a sweep's dense (problem x program) matrix, correct cells
 and wrong cells alike, plus search results where given (their valid programs correct, their

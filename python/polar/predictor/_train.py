@@ -1,4 +1,4 @@
-"""Training the predictor on search results (paper section 3.2; DESIGN.md sections 5 and 8).
+"""Training the predictor on search results (paper section 3.2; docs/architecture.md sections 11 and 16).
 
 ``train(records, config, out_dir)``:
 

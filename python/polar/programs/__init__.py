@@ -1,4 +1,4 @@
-"""Programs of layers (DESIGN.md sections 1-2): the first stage, importing nothing else of polar.
+"""Programs of layers (docs/architecture.md sections 2-3): the first stage, importing nothing else of polar.
 
 - :mod:`.program`: :class:`Program`, :func:`full`, validation (``ValueError`` naming the row).
 - :mod:`.compact`: the compact segment space (boundary mask + one run count per segment), its

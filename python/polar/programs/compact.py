@@ -1,4 +1,4 @@
-"""Compact program representation (DESIGN.md section 2; paper section 3.1).
+"""Compact program representation (docs/architecture.md section 3; paper section 3.1).
 
 The layers ``0 .. D-1`` are cut into contiguous *segments* of at most ``k_max`` layers, given
 by a boundary mask ``z_seg`` (``z_seg[i] == 1``: layer ``i`` starts a segment; ``z_seg[0] == 1``),

@@ -1,4 +1,4 @@
-"""Programs of layers and their validation (DESIGN.md section 1).
+"""Programs of layers and their validation (docs/architecture.md section 2).
 
 A program is a non-empty sequence of decoder-layer indices ``(i_1, .., i_K)`` with
 ``0 <= i_k < D``; skipping omits indices, looping repeats them. The full forward pass is

@@ -1,4 +1,4 @@
-"""Runtime (DESIGN.md section 4): execute many different programs in one batch.
+"""Runtime (docs/architecture.md section 6): execute many different programs in one batch.
 
 Data flow: programs -> CSR :mod:`.packing` -> waves planned by the compiled scheduler
 (:mod:`.schedule`) -> a :mod:`.runners` runner applies each wave through the model's
@@ -6,7 +6,7 @@ Data flow: programs -> CSR :mod:`.packing` -> waves planned by the compiled sche
 logits (:mod:`.executor`) or tokens (:mod:`.generation`). :mod:`.reference` holds the plain
 no-cache loops everything is tested against.
 
-Shared prefixes (DESIGN.md section 4b, on by default): :mod:`.units` plans the states several
+Shared prefixes (docs/architecture.md section 9, on by default): :mod:`.units` plans the states several
 rows share (a radix tree over the prompts x a program trie per tree node; waves over these units
 from the compiled scheduler) and :mod:`.shared` runs them, keys/values stored once in a
 :class:`PooledKVCache` and read by every row that shares them; a :class:`PrefixCache` keeps the

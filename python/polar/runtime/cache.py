@@ -1,4 +1,4 @@
-"""KV caches indexed by program step (DESIGN.md sections 1, 4 and 4b).
+"""KV caches indexed by program step (docs/architecture.md sections 2, 6 and 9).
 
 :class:`StepKVCache` (no sharing): step ``k`` of row ``r`` owns slot ``offsets[r] + k``: a layer
 that runs twice in one program owns two entries. Storage is slot-major: ``keys``/``values``

@@ -1,4 +1,4 @@
-"""Batched execution of heterogeneous programs of layers (DESIGN.md section 4).
+"""Batched execution of heterogeneous programs of layers (docs/architecture.md section 6).
 
 ``batched_execute(model, programs, inputs)``: row ``r`` of the batch runs its own program.
 The programs are packed (CSR), planned into waves by the compiled scheduler, and each wave
@@ -7,7 +7,7 @@ scatters the result back. Positions count real tokens only, so a row's result do
 on how much (left or right) padding the batch gives it.
 
 With ``share_prefix=True`` (the default) states that several rows share are computed once
-(DESIGN.md section 4b; :mod:`.units` plans, :mod:`.shared` runs): rows with the same prompt
+(docs/architecture.md section 9; :mod:`.units` plans, :mod:`.shared` runs): rows with the same prompt
 share every step of their common program prefix, and rows whose prompts start with the same
 tokens share those positions' states for every program prefix they have in common.
 """
@@ -79,7 +79,7 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
         backend: ``"hf"`` (call each Hugging Face decoder layer on gathered rows), ``"fused"``
             (:mod:`polar.runtime.fused`: gathered norm / residual scatter kernels around the layer's
             parts), or ``"auto"`` (fused on CUDA, hf elsewhere). Same results either way.
-        share_prefix: compute each state that several rows share once (DESIGN.md section 4b):
+        share_prefix: compute each state that several rows share once (docs/architecture.md section 9):
             the same program prefix on the same prompt, and the same program prefix on a common
             prompt prefix. Same results as ``False`` up to float rounding (different batch
             shapes); with ``all_positions`` pad columns then hold the logits of a zero state.

@@ -1,4 +1,4 @@
-"""Decomposed decoder-layer runner around ``polar_kernels`` (DESIGN.md section 4, CUDA path).
+"""Decomposed decoder-layer runner around ``polar_kernels`` (docs/architecture.md section 6, CUDA path).
 
 Instead of gathering a wave's rows, calling the layer and scattering the result, this runner
 calls the layer's parts on the full hidden-state buffer ``[B, Q, d]``::

@@ -1,4 +1,4 @@
-"""Masks and positions (DESIGN.md section 1): RoPE positions count real tokens only.
+"""Masks and positions (docs/architecture.md section 2): RoPE positions count real tokens only.
 
 :class:`PassContext` holds what every wave of one pass shares: the attention pattern per
 sliding-window size (bool and additive), and the rotary ``cos``/``sin`` of the queries.

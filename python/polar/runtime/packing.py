@@ -1,4 +1,4 @@
-"""CSR packing of programs (DESIGN.md section 4): ``offsets[B+1]``, ``layers[N]`` (int32).
+"""CSR packing of programs (docs/architecture.md section 6): ``offsets[B+1]``, ``layers[N]`` (int32).
 
 The KV-cache slot of ``(row, step)`` is ``offsets[row] + step``.
 """

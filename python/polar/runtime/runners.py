@@ -1,4 +1,4 @@
-"""Wave runners (DESIGN.md section 4): how one planned wave is applied to the hidden states.
+"""Wave runners (docs/architecture.md section 6): how one planned wave is applied to the hidden states.
 
 Planning is apart from compute: the scheduler's waves are turned into :class:`WaveStep` s once
 (:func:`prepare_waves`) and consumed by a :class:`WaveRunner`. Two runners give the same results:

@@ -1,4 +1,4 @@
-"""Wave scheduling (DESIGN.md section 4): the compiled planner and a plain Python reference.
+"""Wave scheduling (docs/architecture.md section 6): the compiled planner and a plain Python reference.
 
 A wave ``(layer, rows, steps)`` applies one layer to a set of rows, each at its own program
 step. Invariants: every ``(row, step)`` appears once; a row's steps appear in increasing wave

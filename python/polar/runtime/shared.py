@@ -1,4 +1,4 @@
-"""Shared-prefix execution (DESIGN.md section 4b): run the plans of :mod:`.units`.
+"""Shared-prefix execution (docs/architecture.md section 9): run the plans of :mod:`.units`.
 
 Prefill: one hidden-state buffer ``[lanes, width, d]`` per prompt-tree level, its lanes started
 from the level's token embeddings; each planned step applies one layer to some lanes (the

@@ -1,4 +1,4 @@
-"""Shared-prefix planning (DESIGN.md section 4b): which states rows share, where they live, and
+"""Shared-prefix planning (docs/architecture.md section 9): which states rows share, where they live, and
 the waves that compute each of them once.
 
 The state of token position ``p`` after program step ``k`` depends only on the tokens ``0..p``

@@ -1,4 +1,4 @@
-"""Program search (DESIGN.md section 5): MCTS over programs with batched, memoised evaluation.
+"""Program search (docs/architecture.md section 11): MCTS over programs with batched, memoised evaluation.
 
 - :mod:`._mcts`: :class:`SearchConfig`, :class:`Tree` (one per problem; skip / repeat actions,
   length bounds, UCB with a length penalty, virtual loss, progressive widening).

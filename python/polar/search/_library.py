@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import UserError, UserFileNotFoundError
 from ..programs import full, validate_program
 
 #: The library of ``polar sweep`` when none is given (see ``results/sweep/README.md`` for its size).
@@ -60,30 +61,30 @@ class _Part:
 def parse_library(spec: str) -> list[_Part]:
     """The parts of a library spec (syntax only; no model needed); ``ValueError`` naming the part."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("empty library spec; e.g. 'full,skip:1-2,repeat:1-2,search:20'")
+        raise UserError("empty library spec; e.g. 'full,skip:1-2,repeat:1-2,search:20'")
     parts = []
     for raw in spec.split(","):
         text = raw.strip()
         kind, _, rest = text.partition(":")
         if kind not in _KINDS:
-            raise ValueError(f"library part {text!r}: unknown kind {kind!r}; expected one of {', '.join(_KINDS)}")
+            raise UserError(f"library part {text!r}: unknown kind {kind!r}; expected one of {', '.join(_KINDS)}")
         try:
             parts.append(_Part(kind, _args(kind, rest)))
         except ValueError as err:
-            raise ValueError(f"library part {text!r}: {err}") from None
+            raise UserError(f"library part {text!r}: {err}") from None
     return parts
 
 
 def _args(kind: str, rest: str) -> tuple:
     if kind == "full":
         if rest:
-            raise ValueError("'full' takes no argument")
+            raise UserError("'full' takes no argument")
         return ()
     if kind in ("skip", "repeat"):
         lo, sep, hi = rest.partition("-")
         a, b = _positive(lo), _positive(hi) if sep else _positive(lo)
         if a > b:
-            raise ValueError(f"block sizes {a}-{b} are empty")
+            raise UserError(f"block sizes {a}-{b} are empty")
         return (a, b)
     if kind == "search":
         return (_positive(rest),)
@@ -92,12 +93,12 @@ def _args(kind: str, rest: str) -> tuple:
         try:
             temperature = float(t)
         except ValueError:
-            raise ValueError(f"temperature {t!r} is not a number") from None
+            raise UserError(f"temperature {t!r} is not a number") from None
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise UserError(f"temperature must be > 0, got {temperature}")
         return (temperature, _positive(n))
     if not rest:
-        raise ValueError("'file' needs a path: file:PATH")
+        raise UserError("'file' needs a path: file:PATH")
     return (rest,)
 
 
@@ -105,9 +106,9 @@ def _positive(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a positive integer") from None
+        raise UserError(f"{text!r} is not a positive integer") from None
     if value < 1:
-        raise ValueError(f"{value} is not a positive integer")
+        raise UserError(f"{value} is not a positive integer")
     return value
 
 
@@ -163,10 +164,10 @@ def build_library(spec: str, num_layers: int, search_records: Sequence[dict] = (
                 add(name, program)
         elif part.kind == "search":
             if not search_records:
-                raise ValueError("library part 'search:N' needs search results (--from-search FILES)")
+                raise UserError("library part 'search:N' needs search results (--from-search FILES)")
             top = most_valid_programs(search_records, part.args[0], exclude=seen | {tuple(full(num_layers))})
             if len(top) < part.args[0]:
-                raise ValueError(f"search results give only {len(top)} new valid programs, 'search:{part.args[0]}' "
+                raise UserError(f"search results give only {len(top)} new valid programs, 'search:{part.args[0]}' "
                                  f"asks for {part.args[0]}")
             for i, program in enumerate(top):
                 validate_program(program, num_layers, row=i)
@@ -177,10 +178,10 @@ def build_library(spec: str, num_layers: int, search_records: Sequence[dict] = (
         else:
             path = Path(part.args[0])
             if not path.is_file():
-                raise FileNotFoundError(f"library file not found: {path}")
+                raise UserFileNotFoundError(f"library file not found: {path}")
             programs = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(programs, list) or not programs:
-                raise ValueError(f"{path}: expected a non-empty JSON list of programs")
+                raise UserError(f"{path}: expected a non-empty JSON list of programs")
             for i, program in enumerate(programs):
                 add(f"file {i}", validate_program(program, num_layers, row=i))
     return entries

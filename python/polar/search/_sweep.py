@@ -22,6 +22,7 @@ more files into a :class:`SweepMatrix`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -36,9 +37,10 @@ import torch
 from tqdm import tqdm
 
 from .._checks import check_int
-from ..models import load_model
-from ..runtime import PrefixCache, generate
-from ..jobs import RayOptions, ResultsFile, read_jsonl, run_ray
+from ..errors import UserError, UserFileNotFoundError
+from ..models import load_model, model_depth
+from ..runtime import PrefixCache, generate, prefix_cache_bytes
+from ..jobs import ModelWorker, RayOptions, ResultsFile, read_jsonl, run_ray
 from ..jobs import versions as _versions
 from ..tasks import (DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, answer_rule, build_prompt,
                      extract_answer, is_correct, resolve, stop_strings)
@@ -71,13 +73,13 @@ class SweepRun:
 
     def validate(self) -> "SweepRun":
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"unknown prompt style {self.prompt_style!r}; expected one of {PROMPT_STYLES}")
+            raise UserError(f"unknown prompt style {self.prompt_style!r}; expected one of {PROMPT_STYLES}")
         parse_library(self.library)
         check_int(self.max_new_tokens, "max_new_tokens")
         check_int(self.batch_size, "batch_size")
         check_int(self.limit, "limit", minimum=0, optional=True)
         if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
-            raise ValueError(f"bad shard {self.shard[0]}/{self.shard[1]}; expected I/N with 0 <= I < N")
+            raise UserError(f"bad shard {self.shard[0]}/{self.shard[1]}; expected I/N with 0 <= I < N")
         return self
 
     def settings(self, entries: Sequence[LibraryEntry]) -> dict:
@@ -110,17 +112,19 @@ def answer_logprobs(tokenizer, tokens: Sequence[int], logprobs: Sequence[float])
     return picked[0], sum(picked) / len(picked)
 
 
-class Sweeper:
-    """Runs a library on problems with one loaded model (a :mod:`polar.tasks.workers` worker):
-    ``run(problems) -> records`` (one per problem, with ``extra`` but without the run settings)."""
+class Sweeper(ModelWorker):
+    """Runs a library on problems with one loaded model (a :class:`polar.jobs.ModelWorker`):
+    ``run(problems) -> records`` (one per problem, with ``extra`` but without the run settings).
+    Loads ``run.model`` on ``run.device`` (else a Ray actor's GPU) unless ``model`` is given."""
 
-    def __init__(self, model, tokenizer, entries: Sequence[LibraryEntry], run: SweepRun,
-                 prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB, extra: dict | None = None):
-        check_int(prefix_cache_mb, "prefix_cache_mb", minimum=0)
-        self.model, self.tokenizer, self.entries, self.run_settings = model, tokenizer, list(entries), run
+    def __init__(self, run: SweepRun, entries: Sequence[LibraryEntry], prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
+                 extra: dict | None = None, threads: int | None = None, model=None, tokenizer=None):
+        budget = prefix_cache_bytes(prefix_cache_mb)
+        super().__init__(run.model, run.device, threads, model=model, tokenizer=tokenizer)
+        self.entries, self.run_settings = list(entries), run
         self.extra = dict(extra or {})  # fields added to every record (batch size, shard, versions)
-        self.num_layers = model.config.num_hidden_layers
-        self.prefix_cache = PrefixCache(prefix_cache_mb << 20) if prefix_cache_mb else None
+        self.num_layers = self.model.config.num_hidden_layers
+        self.prefix_cache = PrefixCache(budget, model=self.model) if budget else None
         self.groups: dict[float | None, list[int]] = {}  # temperature (None: greedy) -> entry indices
         for j, e in enumerate(self.entries):
             self.groups.setdefault(e.temperature, []).append(j)
@@ -211,64 +215,51 @@ def _write_library(out: Path, run: SweepRun, entries: Sequence[LibraryEntry]) ->
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("sha256") != body["sha256"]:
-            raise ValueError(f"{path} holds another library (sha256 {old.get('sha256', '?')[:12]}); "
+            raise UserError(f"{path} holds another library (sha256 {old.get('sha256', '?')[:12]}); "
                              f"use another output file")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(body) + "\n", encoding="utf-8")
 
 
-class _SweepWorkerFactory:
-    """Builds a :class:`Sweeper` in a Ray actor (loads the model once, on its GPU if it has one)."""
-
-    def __init__(self, run: SweepRun, entries, threads, extra, prefix_cache_mb):
-        self.args = (run, list(entries), threads, dict(extra), prefix_cache_mb)
-
-    def __call__(self):
-        run, entries, threads, extra, mb = self.args
-        if threads:
-            torch.set_num_threads(threads)
-        model, tok = load_model(run.model, device="cuda" if torch.cuda.is_available() else run.device)
-        return Sweeper(model, tok, entries, run, mb, extra)
-
-
 def run_sweep(run: SweepRun, out: str | Path, search_records: Sequence[dict] = (), model=None, tokenizer=None,
               problems: list[Problem] | None = None, ray: RayOptions | None = None, threads: int | None = None,
-              prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB) -> dict:
+              prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB, retry_failed: bool = True) -> dict:
     """Sweep the library of ``run`` over the problems of ``run.data`` (or ``problems``), appending
     one record per finished problem to ``out`` and skipping those already there; returns a summary
     (problems, entries, programs/s, accuracy per entry of the first few).
 
     ``search_records``: search results for a ``search:N`` library part. ``model``/``tokenizer``:
-    an already loaded model (default: load ``run.model``). Raises ``ValueError`` for bad settings,
+    an already loaded model (default: load ``run.model``). A problem recorded as failed is swept
+    again unless ``retry_failed`` is off. Raises ``ValueError`` for bad settings,
     data or library and :class:`polar.tasks.SettingsMismatchError` when ``out`` holds another run.
     """
     run.validate()
-    check_int(prefix_cache_mb, "prefix_cache_mb", minimum=0)
+    prefix_cache_bytes(prefix_cache_mb)
     if problems is None:
         problems = resolve(run.data)
     if run.limit is not None:
         problems = problems[: run.limit]
     problems = select_shard(problems, run.shard)
-    if model is None:
-        model, tokenizer = load_model(run.model, device=run.device)
-    entries = build_library(run.library, model.config.num_hidden_layers, search_records)
-    store = ResultsFile(out, run.settings(entries))
-    done = store.load()
+    depth = model.config.num_hidden_layers if model is not None else model_depth(run.model)
+    entries = build_library(run.library, depth, search_records)
+    store = ResultsFile(out, run.settings(entries), retry_failed=retry_failed)
+    store.load()
     _write_library(Path(out), run, entries)
-    todo = [p for p in problems if p.id not in done or done[p.id].get("failed")]
+    todo = [p for p in problems if not store.is_done(p.id)]
     logger.info("%d problems, %d already in %s, %d to sweep with %d entries", len(problems),
                 len(problems) - len(todo), out, len(todo), len(entries))
     extra = {"batch_size": run.batch_size, "shard": f"{run.shard[0]}/{run.shard[1]}" if run.shard else None,
              "versions": _versions()}
     start = time.perf_counter()
     sweeper = None
-    if todo and ray is not None:
-        for p in todo:  # a failed unit is retried: forget its failure record
-            store.records.pop(p.id, None)
-        run_ray(todo, _SweepWorkerFactory(run, entries, threads, extra, prefix_cache_mb), store, ray, desc="sweep")
+    if todo and ray is not None:  # each actor builds its own Sweeper; this process is the only writer
+        run_ray(todo, functools.partial(Sweeper, run, entries, prefix_cache_mb, extra, threads), store, ray,
+                desc="sweep")
     elif todo:
-        sweeper = Sweeper(model, tokenizer, entries, run, prefix_cache_mb, extra)
+        if model is None:
+            model, tokenizer = load_model(run.model, device=run.device)
+        sweeper = Sweeper(run, entries, prefix_cache_mb, extra, model=model, tokenizer=tokenizer)
         sweeper.declare_anchor(todo)
         per_call = sweeper.problems_per_call()
         with tqdm(total=len(todo), desc="sweep", unit="problem", disable=not run.progress) as bar:
@@ -331,7 +322,7 @@ def read_sweep(paths: str | Path | Sequence[str | Path]) -> SweepMatrix:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
-        raise ValueError("no sweep files given")
+        raise UserError("no sweep files given")
     entries: list[LibraryEntry] | None = None
     sha = None
     records: list[dict] = []
@@ -341,28 +332,28 @@ def read_sweep(paths: str | Path | Sequence[str | Path]) -> SweepMatrix:
         path = Path(path)
         lib = library_path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"sweep file not found: {path}")
+            raise UserFileNotFoundError(f"sweep file not found: {path}")
         if not lib.is_file():
-            raise FileNotFoundError(f"library of {path} not found: {lib}")
+            raise UserFileNotFoundError(f"library of {path} not found: {lib}")
         body = json.loads(lib.read_text(encoding="utf-8"))
         if sha is None:
             sha, entries = body["sha256"], library_from_json(body["entries"])
         elif body["sha256"] != sha:
-            raise ValueError(f"{path} was swept with another library than {paths[0]}; read them apart")
+            raise UserError(f"{path} was swept with another library than {paths[0]}; read them apart")
         for rec in _read_lines(path):
             if rec.get("failed"):
                 logger.warning("%s: unit %s failed (%s); skipped", path, rec.get("id"), rec.get("error"))
                 continue
             if rec.get("library_sha256") != sha:
-                raise ValueError(f"{path}: record {rec.get('id')!r} has another library than its .library.json")
+                raise UserError(f"{path}: record {rec.get('id')!r} has another library than its .library.json")
             key = f"{rec.get('source')}/{rec['id']}"
             if key in seen:
-                raise ValueError(f"problem {rec['id']!r} appears twice: {seen[key]} and {path}")
+                raise UserError(f"problem {rec['id']!r} appears twice: {seen[key]} and {path}")
             seen[key] = str(path)
             settings = settings or {k: rec.get(k) for k in SweepRun().settings([])}
             records.append(rec)
     if not records:
-        raise ValueError(f"no sweep records in {', '.join(map(str, paths))}")
+        raise UserError(f"no sweep records in {', '.join(map(str, paths))}")
 
     def mat(field, dtype, fill):
         return np.array([[fill if v is None else v for v in r[field]] for r in records], dtype=dtype)
