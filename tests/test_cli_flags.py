@@ -41,6 +41,7 @@ def calls(monkeypatch, tmp_path):
     rec("train_from_files", types.SimpleNamespace(num_parameters=lambda: 0))
     monkeypatch.setattr(cli, "EmbeddingEncoder", types.SimpleNamespace(from_model=lambda *a: "ENCODER"))
     rec("read_results", [{"id": "s"}])
+    rec("read_sweep", "SWEEP")
     rec("_load_predictor", "PREDICTOR")
     rec("build_methods", [])
     rec("run_eval", [])
@@ -122,6 +123,8 @@ ROWS = [
      ["base_greedy", "random_segment"]),
     (EVAL, ["--search", "S1.jsonl"], lambda c: (c.arg("read_results", 0), c.arg("build_methods", key="search_records")),
      (["S1.jsonl"], [{"id": "s"}])),
+    (EVAL, ["--train-sweep", "T1.jsonl", "T2.jsonl"],
+     lambda c: (c.arg("read_sweep", 0), c.arg("build_methods", key="train_sweep")), (["T1.jsonl", "T2.jsonl"], "SWEEP")),
     (EVAL, ["--train-data", "synthetic:1:3:train"], lambda c: len(c.arg("build_methods", key="shortgpt_problems")), 3),
     (EVAL, ["--k", "2"], lambda c: (eval_cfg(c).k, c.arg("build_methods", key="k")), (2, 2)),
     (EVAL, ["--limit", "1"], lambda c: eval_cfg(c).limit, 1),
@@ -143,6 +146,7 @@ ROWS = [
     (ASK, ["--k", "2"], lambda c: c.arg("ask", key="k"), 2),
     (ASK, ["--checkpoint", "CK"], lambda c: c.arg("_load_predictor", 0), "CK"),
     (ASK, ["--model", "M"], lambda c: c.arg("load_model", 0), "M"),
+    (ASK, ["--select", "vote"], lambda c: c.arg("ask", key="select"), "vote"),
     (ASK, ["--prompt-style", "direct"], lambda c: c.arg("ask", key="prompt_style"), "direct"),
     (ASK, ["--threads", "2"], lambda c: c.arg("_threads", 0), 2),
     (ASK, ["--device", "cpu"], lambda c: c.arg("load_model", key="device"), "cpu"),

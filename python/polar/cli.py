@@ -31,6 +31,7 @@ from .evaluation.lm_eval_run import run_lm_eval
 from .evaluation.lm_eval_tasks import export_lm_eval
 from .evaluation.learnability import analyze_sweep, embed_mean
 from .evaluation.report import markdown_table
+from .search import read_sweep
 from .search import (DEFAULT_LIBRARY, DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, SPACES,
                      SearchConfig, SearchRun, SweepRun, analyze, export_supervision, merge_results, parse_shard,
                      read_results, run_search, run_sweep)
@@ -256,22 +257,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     problems = load_problems(config)  # bad specs fail here, before any model is loaded
     search_records = read_results(args.search, same_settings=False) if args.search else []
     train_problems = resolve(args.train_data) if args.train_data else []
+    train_sweep = read_sweep(args.train_sweep) if args.train_sweep else None
     if "polar" in names and not args.checkpoint:
         raise UserError("method 'polar' needs --checkpoint (or leave it out of --methods)")
+    selection = _eval_selection(args.checkpoint)
+    if selection["rule"] == "gate" and "base_greedy" not in names:
+        logger.warning("the gate's answer@k needs the full program's run: problems whose polar candidates lack it "
+                       "are left out of answer@k unless base_greedy is among --methods")
     model, tok = load_model(args.model, device=args.device)
     predictor = None
     if args.checkpoint:
         predictor = _load_predictor(args.checkpoint, model, tok)
     methods = build_methods(names, model, tok, k=args.k, seed=args.seed, predictor=predictor,
                             search_records=search_records, shortgpt_problems=train_problems,
-                            prompt_style=args.prompt_style)
+                            prompt_style=args.prompt_style, train_sweep=train_sweep)
     records = run_eval(config, methods, model, tok, args.out, problems=problems,
                        ray=_ray_options(args) if args.ray else None, threads=args.threads,
                        retry_failed=not args.no_retry_failed)
-    summary = write_report(records, args.k, args.out, title=f"polar eval: {', '.join(args.data)}")
+    definitions = {m.name: m.definition for m in methods if getattr(m, "definition", None)}
+    summary = write_report(records, args.k, args.out, title=f"polar eval: {', '.join(args.data)}",
+                           selection=selection, definitions=definitions,
+                           num_layers=getattr(getattr(model, "config", None), "num_hidden_layers", None))
     print(markdown_table(summary, args.k))
     print(f"report: {Path(args.out) / 'report.md'} (summary.json, records.jsonl, *.png beside it)")
     return 0
+
+
+def _eval_selection(checkpoint: str | None) -> dict:
+    """The rule of ``polar eval``'s answer@k: the checkpoint's ``selection.json`` (chosen on
+    validation data), else top1."""
+    if checkpoint and checkpoint != "default" and (Path(checkpoint) / SELECTION_FILE).is_file():
+        choice = load_selection(checkpoint)
+        return {"rule": choice["rule"], "threshold": choice.get("threshold"),
+                "source": str(Path(checkpoint) / SELECTION_FILE)}
+    return {"rule": "top1", "threshold": None, "source": "default (no selection.json)"}
 
 
 def checkpoint_format(checkpoint: str) -> str:
@@ -294,7 +313,10 @@ def _load_predictor(checkpoint: str, model, tok):
     if checkpoint == "default":
         return Predictor.load_default(embedding=model.get_input_embeddings(), tokenizer=tok)
     if checkpoint_format(checkpoint) == SCORER_FORMAT:
-        scorer = _user_input(Scorer.load, checkpoint)
+        try:
+            scorer = _user_input(Scorer.load, checkpoint)
+        except FileNotFoundError as err:
+            raise UserFileNotFoundError(str(err)) from err
         scorer.directory = Path(checkpoint)
         return scorer
     return Predictor.load(checkpoint, embedding=model.get_input_embeddings(), tokenizer=tok)
@@ -407,10 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "--search results/search/*.jsonl --train-data synthetic:1:50:train --out runs/eval")
     ev.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct), a local folder or a hub id")
     ev.add_argument("--data", action="append", required=True, help="a --data spec; repeat for several")
-    ev.add_argument("--checkpoint", default=None, help="predictor checkpoint folder (polar train)")
+    ev.add_argument("--checkpoint", default=None,
+                    help="predictor checkpoint folder (polar train): the segment predictor or a scorer "
+                         "(--head scorer; detected from its config.json), or 'default'")
     ev.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES, metavar="METHOD",
                     help=f"some of {', '.join(METHOD_NAMES)} (default: all)")
     ev.add_argument("--search", nargs="*", default=None, help="search results (best_static, oracle)")
+    ev.add_argument("--train-sweep", nargs="+", default=None, metavar="FILE",
+                    help="training-split sweep matrices (polar sweep): best_static becomes the set cover on them "
+                         "(as in the learnability study); without them, best_static uses --search")
     ev.add_argument("--train-data", default=None, help="training problems for ShortGPT's Block Influence")
     ev.add_argument("--k", type=int, default=5)
     ev.add_argument("--limit", type=int, default=None, help="first N problems of each --data")

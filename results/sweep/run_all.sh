@@ -4,7 +4,8 @@
 # Two jobs share a 2-core machine, one torch thread each:
 #   nohup results/sweep/run_all.sh a > results/sweep/logs/a.log 2>&1 &   # train splits, then test splits
 #   nohup results/sweep/run_all.sh b > results/sweep/logs/b.log 2>&1 &   # validation splits, GSM8K/MAWPS/ASDiv, then samples
-# `gzip` runs after all jobs: results/sweep/run_all.sh gzip (the committed matrices are *.jsonl.gz).
+# The committed matrices are the *.jsonl.gz copies: `results/sweep/run_all.sh gzip` writes them (at any
+# time; a later session's jobs start from them: a missing *.jsonl is unpacked from its .gz first).
 # Programs: the full program, every single skip / repeat of a block of 1-4 layers, and the 20 programs
 # valid on the most problems of the skip+loop search (results/search/skip_loop). Samples: 24 samples
 # of the full program at T = 0.3, 0.7 and 1.0 per problem (validation, test and out of distribution).
@@ -30,25 +31,31 @@ spec() {  # family split -> --data spec: train 150 (level 1: all 51), validation
   esac
 }
 FAMILIES="L1 L2 L3 L4 L5 words"
+restore() {  # out-file: resume from the committed .gz when the plain file is not here
+  if [ ! -f "$1" ] && [ -f "$1.gz" ]; then gunzip -kc "$1.gz" > "$1"; fi
+}
 programs() {  # split
   for f in $FAMILIES; do
+    restore "$HERE/programs/${f}_$1.jsonl"
     $POLAR sweep --data "$(spec $f $1)" --library "$LIBRARY" --from-search "${SEARCH[@]}" --seed 0 \
       --threads "$THREADS" --out "$HERE/programs/${f}_$1.jsonl"
   done
 }
 ood() {  # library out-name
+  for n in gsm8k mawps asdiv; do restore "$HERE/$2/${n}_test.jsonl"; done
   $POLAR sweep --data "gsm8k:$DATA/gsm8k/test.jsonl" --limit 100 --library "$1" --from-search "${SEARCH[@]}" --seed 0 --threads "$THREADS" --out "$HERE/$2/gsm8k_test.jsonl"
   $POLAR sweep --data "mawps:$DATA/mawps/test.jsonl" --limit 100 --library "$1" --from-search "${SEARCH[@]}" --seed 0 --threads "$THREADS" --out "$HERE/$2/mawps_test.jsonl"
   $POLAR sweep --data "asdiv:$DATA/asdiv/ASDiv.xml" --limit 100 --library "$1" --from-search "${SEARCH[@]}" --seed 0 --threads "$THREADS" --out "$HERE/$2/asdiv_test.jsonl"
 }
 samples() {  # split
   for f in $FAMILIES; do
+    restore "$HERE/samples/${f}_$1.jsonl"
     $POLAR sweep --data "$(spec $f $1)" --library "$SAMPLES" --seed 0 --threads "$THREADS" --out "$HERE/samples/${f}_$1.jsonl"
   done
 }
 case "${1:-}" in
   a) programs train; programs test; samples test ;;
   b) programs validation; ood "$LIBRARY" programs; samples validation; ood "$SAMPLES" samples ;;
-  gzip) for f in "$HERE"/programs/*.jsonl "$HERE"/samples/*.jsonl; do gzip -kf9 "$f"; done ;;
+  gzip) for f in "$HERE"/programs/*.jsonl "$HERE"/samples/*.jsonl; do [ -f "$f" ] && gzip -kf9 "$f"; done ;;
   *) echo "usage: $0 a|b|gzip" >&2; exit 2 ;;
 esac

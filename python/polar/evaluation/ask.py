@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .._checks import check_int
 from ..errors import UserError
-from ..programs import program_text
+from ..programs import parse, program_text
 from .solve import SELECTS, Solution, _resolve_selection, solve
 
 #: The rule ``select="auto"`` falls back to when the predictor has no stored selection.
@@ -92,8 +92,6 @@ def ask(question: str, model, tokenizer, predictor, k: int = 5, prompt_style: st
 
 
 def _compact(program, num_layers: int) -> str:
-    from ..programs import parse
-
     try:
         return repr(parse(list(program), num_layers))
     except ValueError:  # not in the compact space (e.g. a repeat of more runs)

@@ -5,7 +5,8 @@ temperature). Every method implements :meth:`Method.candidates`; the evaluation 
 candidates of all methods and problems together in batched ``generate`` calls and grades every
 one of them for real (no cached search verdict stands in for a run).
 
-Methods: :class:`PolarMethod` (the predictor's top-k), :class:`BaseGreedy`,
+Methods: :class:`PolarMethod` (the segment predictor's top-k), :class:`ScorerMethod` (a scorer's
+:meth:`Scorer.select` top-k; ``polar eval``'s ``polar`` for a scorer checkpoint), :class:`BaseGreedy`,
 :class:`BaseSampling` (best-of-k at a temperature), :class:`StaticPrograms` (ShortGPT, the best
 static programs from search), :class:`RandomSingleEdits`, :class:`RandomSegmentPrograms`,
 :class:`SearchOracle` (valid programs found by search for that problem).
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from .._checks import check_int
 from ..errors import UserError
 from ..programs import Program, full, random_compact
-from ..tasks import Problem
+from ..predictor import static_cover
+from ..tasks import Problem, build_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -221,9 +223,14 @@ class ScorerMethod(Method):
         if getattr(scorer.config, "uses_llm", False) and (model is None or tokenizer is None):
             raise UserError("a scorer with LLM features needs the model and tokenizer to compute them")
 
-    def candidates(self, problems, k):
-        from ..tasks import build_prompt
+    def __getstate__(self):  # Ray ships methods to actors: the actor binds its own model (run._run_chunk)
+        return {**self.__dict__, "model": None, "tokenizer": None}
 
+    def bind(self, model, tokenizer) -> None:
+        """Compute LLM features with this ``model`` (an evaluation worker's own copy)."""
+        self.model, self.tokenizer = model, tokenizer
+
+    def candidates(self, problems, k):
         start = time.perf_counter()
         feats = None
         if getattr(self.scorer.config, "uses_llm", False):
@@ -247,8 +254,6 @@ def sweep_static_programs(train_matrix, k: int) -> list[Program]:
     """Best static as the learnability study defines it: the ``k`` greedy (program) columns of a
     training sweep matrix chosen by :func:`polar.predictor.static_cover` (the most training
     problems covered), in that order."""
-    from ..predictor import static_cover
-
     cols = [j for j, e in enumerate(train_matrix.entries) if getattr(e, "temperature", None) is None]
     if not cols:
         raise UserError("the training sweep has no program (greedy) entries for best_static")

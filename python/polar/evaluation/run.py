@@ -194,6 +194,8 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dic
     rows: list[_Row] = []
     overhead = {}
     for m in methods:
+        if hasattr(m, "bind"):
+            m.bind(model, tokenizer)
         before = m.overhead_s
         for i, cands in enumerate(m.candidates(problems, config.k)):
             rows += [_Row(i, m.name, r, c) for r, c in enumerate(cands[: config.k])]
