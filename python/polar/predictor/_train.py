@@ -27,13 +27,13 @@ import logging
 import math
 import os
 from dataclasses import replace
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..jobs import versions
 from ..programs import DEFAULT_MAX_RUNS, Op
 from ..search import read_sweep
 from ._config import DecodeConfig, PredictorConfig, TrainConfig
@@ -113,16 +113,6 @@ def _records_sha256(records: Sequence[SearchRecord]) -> str:
     for r in records:
         h.update(json.dumps([r.id, r.question, r.valid_programs, r.initial_score]).encode())
     return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    out = {"torch": torch.__version__}
-    for pkg in ("polar", "transformers"):
-        try:
-            out[pkg] = importlib_metadata.version(pkg)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def _weights(chunk: Sequence[ProblemTargets]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +216,7 @@ def train(records: Sequence[SearchRecord], config: PredictorConfig, out_dir: str
         "training": {
             "seed": seed, "train_config": tc.to_dict(), "data_files": dict(data_files or {}),
             "records_sha256": settings["records_sha256"], "targets": _report_dict(report),
-            "n_train": len(train_t), "n_val": len(val_t), "versions": _versions(),
+            "n_train": len(train_t), "n_val": len(val_t), "versions": versions(),
         },
     }
     predictor = Predictor(config, encoder, metadata=metadata)
