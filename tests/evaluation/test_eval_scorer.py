@@ -15,10 +15,8 @@ from polar.evaluation.report import answer_at_k, summarize
 from polar.evaluation.solve import save_selection
 from polar.predictor import Scorer, ScorerTrainConfig, static_cover, train_scorer_from_files
 from polar.search import build_library, read_sweep
-from polar.search._library import library_sha256, library_to_json
-from polar.search._sweep import library_path
 from polar.tasks import build_prompt, resolve
-from polar.testing import save_tiny_model
+from polar.testing import save_tiny_model, write_sweep_file
 
 torch.set_num_threads(1)
 
@@ -28,14 +26,9 @@ SPEC = "full,skip:1,repeat:1"
 
 def write_sweep(path: Path, entries, records) -> Path:
     """A sweep file in polar sweep's format (records + settings, and its .library.json)."""
-    sha = library_sha256(entries)
-    settings = {"model": "tiny", "data": "planted", "library": SPEC, "library_sha256": sha, "prompt_style": "fewshot",
+    settings = {"model": "tiny", "data": "planted", "library": SPEC, "prompt_style": "fewshot",
                 "max_new_tokens": 8, "early_answer": True, "seed": 0}
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps({**r, **settings}) + "\n")
-    library_path(path).write_text(json.dumps({"spec": SPEC, "sha256": sha, "entries": library_to_json(entries)}) + "\n")
-    return path
+    return write_sweep_file(path, entries, records, settings, spec=SPEC)
 
 
 def planted_records(entries, n: int, seed: int) -> list[dict]:

@@ -12,8 +12,7 @@ from polar.evaluation.learnability import (analyze_sweep, auc, bootstrap_ci, can
                                            family_of, nn_rankings, pass_curve, random_pass_curve, sample_pass_curve,
                                            static_order)
 from polar.search import LibraryEntry, SweepMatrix, build_library, read_sweep
-from polar.search._library import library_sha256, library_to_json
-from polar.search._sweep import library_path
+from polar.testing import write_sweep_file
 
 D = 6
 
@@ -178,14 +177,9 @@ def make_records(entries, family, split, n, seed, samples=False):
 
 
 def write_sweep(path, entries, records, spec):
-    sha = library_sha256(entries)
-    settings = {"model": "tiny", "data": "synthetic", "library": spec, "library_sha256": sha, "prompt_style": "fewshot",
+    settings = {"model": "tiny", "data": "synthetic", "library": spec, "prompt_style": "fewshot",
                 "max_new_tokens": 50, "early_answer": True, "seed": 0}
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps({**r, **settings}) + "\n")
-    library_path(path).write_text(json.dumps({"spec": spec, "sha256": sha, "entries": library_to_json(entries)}) + "\n")
-    return path
+    return write_sweep_file(path, entries, records, settings, spec=spec)
 
 
 class PlantedScorer:

@@ -11,7 +11,7 @@ from polar.predictor import (Scorer, ScorerTrainConfig, expected_pass_at_k, llm_
                              program_features, train_scorer, train_scorer_from_files)
 from polar.predictor._encoder import TextEncoder
 from polar.search import LibraryEntry, SweepMatrix, read_sweep
-from polar.search._library import library_sha256, library_to_json
+from polar.testing import write_sweep_file
 
 torch.set_num_threads(1)
 
@@ -162,16 +162,11 @@ def test_program_features():
 
 
 def _write_sweep(path, m: SweepMatrix) -> None:
-    sha = library_sha256(m.entries)
-    path.with_name(path.name + ".library.json").write_text(json.dumps(
-        {"spec": "toy", "sha256": sha, "entries": library_to_json(m.entries)}))
-    with open(path, "w") as f:
-        for i, r in enumerate(m.records):
-            L = len(m.entries)
-            rec = {**r, "texts": [""] * L, "answers": [None] * L, "correct": [int(c) for c in m.correct[i]],
-                   "logprob_first": [None] * L, "logprob_mean": [None] * L, "new_tokens": [0] * L,
-                   **SETTINGS, "library_sha256": sha}
-            f.write(json.dumps(rec) + "\n")
+    L = len(m.entries)
+    records = [{**r, "texts": [""] * L, "answers": [None] * L, "correct": [int(c) for c in m.correct[i]],
+                "logprob_first": [None] * L, "logprob_mean": [None] * L, "new_tokens": [0] * L}
+               for i, r in enumerate(m.records)]
+    write_sweep_file(path, m.entries, records, SETTINGS)
 
 
 def test_llm_features_with_a_tiny_model(tmp_path):

@@ -1,16 +1,13 @@
 """A search killed by SIGKILL mid-run leaves only whole lines; the rerun finishes the rest with
 no duplicates and the same records as an uninterrupted run."""
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from polar.cli import main
-from polar.testing import tiny_model, tiny_tokenizer
+from polar.testing import kill_after_lines, tiny_model, tiny_tokenizer
 
 PROBLEMS = 30
 TIMING = ("wall_s", "batch_size", "shard", "versions")
@@ -44,15 +41,8 @@ def test_sigkill_then_resume(model_dir, tmp_path):
     assert len(expected) == PROBLEMS
 
     out = tmp_path / "killed.jsonl"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "polar.cli", *args(model_dir, out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(lines(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    rc = kill_after_lines([sys.executable, "-m", "polar.cli", *args(model_dir, out)], out)
+    assert rc == -signal.SIGKILL, "the run finished before it could be killed"
     partial = lines(out)
     assert 3 <= len(partial) < PROBLEMS
     for line in partial:

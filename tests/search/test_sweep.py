@@ -2,13 +2,10 @@
 sample seeds independent of batching, resume after SIGKILL, shards, reading matrices back."""
 import gzip
 import json
-import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,7 +17,7 @@ from polar.search import (SweepRun, build_library, most_valid_programs, parse_li
 from polar.search._sweep import answer_logprobs, library_path, sample_seed
 from polar.jobs import SettingsMismatchError, read_jsonl
 from polar.tasks import answer_rule, build_prompt, is_correct, stop_strings
-from polar.testing import tiny_model, tiny_tokenizer
+from polar.testing import kill_after_lines, tiny_model, tiny_tokenizer
 
 from .conftest import TINY_LAYERS
 
@@ -219,15 +216,8 @@ def test_sigkill_then_resume(model_dir, tmp_path):
     assert len(expected) == 24
 
     out = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "polar.cli", *cli_args(model_dir, out)],
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(lines(out)) < 3 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    rc = kill_after_lines([sys.executable, "-m", "polar.cli", *cli_args(model_dir, out)], out)
+    assert rc == -signal.SIGKILL, "the sweep finished before it could be killed"
     assert 3 <= len(lines(out)) < 24
 
     assert main(cli_args(model_dir, out)) == 0

@@ -48,6 +48,7 @@ from ..runtime import generate
 from ..search._evaluate import DEFAULT_MAX_NEW_TOKENS
 from ..search._sweep import answer_logprobs
 from ..tasks import DEFAULT_PROMPT_STYLE, Problem, answer_rule, build_prompt, stop_strings
+from .methods import is_scorer
 from .metrics import answer_correct, candidate_answer, majority_answer
 
 #: The answer rules of :func:`solve` (``auto`` reads one of the others from ``selection.json``).
@@ -96,17 +97,13 @@ class Solution:
 # ----------------------------------------------------------------------------- candidates
 
 
-def _is_scorer(predictor) -> bool:
-    return hasattr(predictor, "predict_proba") and hasattr(predictor, "select") and hasattr(predictor, "entries")
-
-
 def ranked_candidates(predictor, questions: Sequence[str], k: int, num_layers: int,
                       llm_features=None) -> list[list[tuple[tuple[int, ...], float]]]:
     """``(program, score)`` of the ``k`` candidates per question, in the predictor's order.
 
     Scorer: ``select(proba_row, k)`` over its library, score = predicted probability. Segment
     predictor: its top-``k`` predictions (distinct programs), score = its ranking score."""
-    if _is_scorer(predictor):
+    if is_scorer(predictor):
         proba = np.asarray(predictor.predict_proba(list(questions), llm_features=llm_features), dtype=float)
         if proba.shape != (len(questions), len(predictor.entries)):
             raise ValueError(f"predict_proba gave shape {proba.shape}, expected {(len(questions), len(predictor.entries))}")
@@ -252,7 +249,7 @@ def solve(model, tokenizer, questions: Sequence[str | Problem], predictor, k: in
         return []
     D = model.config.num_hidden_layers
     prompts = [build_prompt(p, prompt_style, tokenizer) for p in problems]
-    if llm_features is None and _is_scorer(predictor) and getattr(getattr(predictor, "config", None), "uses_llm", False):
+    if llm_features is None and is_scorer(predictor) and getattr(getattr(predictor, "config", None), "uses_llm", False):
         llm_features = predictor.compute_llm_features(model, tokenizer, prompts)  # the full program's prefill
     ranked = ranked_candidates(predictor, [p.question for p in problems], k, D, llm_features)
     if rule == "gate":
