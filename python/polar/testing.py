@@ -95,6 +95,21 @@ def mixed_programs(D: int, n: int, seed: int) -> list[list[int]]:
     return [kinds[r % len(kinds)]() for r in range(n)]
 
 
+def routable_programs(D: int, n: int, seed: int, p_skip: float = 0.3, p_repeat: float = 0.2) -> list[list[int]]:
+    """``n`` programs a router can produce (layers in order, each skipped, run once or twice:
+    :func:`polar.runtime.routing.decisions_of`), mixed per row; row 0 is the full program and none
+    is empty."""
+    g = torch.Generator().manual_seed(seed)
+    out = [list(range(D))]
+    while len(out) < n:
+        u = torch.rand(D, generator=g)
+        counts = [0 if x < p_skip else 2 if x > 1 - p_repeat else 1 for x in u.tolist()]
+        prog = [layer for layer, c in enumerate(counts) for _ in range(c)]
+        if prog:
+            out.append(prog)
+    return out
+
+
 def mcts_edit(program: list[int], rng, max_block: int = 3) -> list[int]:
     """One MCTS action on ``program``: skip a block of 1..``max_block`` entries or repeat it once
     (``rng``: a ``random.Random``); never empty (``[0]`` instead)."""
@@ -145,3 +160,43 @@ def echo_worker_factory(**kwargs):
     import functools
 
     return functools.partial(EchoWorker, **kwargs)
+
+
+def kill_after_lines(cmd: list[str], path, min_lines: int = 3, timeout: float = 120.0, env: dict | None = None) -> int:
+    """Start ``cmd`` in its own process group, SIGKILL the group once ``path`` holds ``min_lines``
+    lines (or the process ended, or ``timeout`` s passed) and return its return code
+    (``-signal.SIGKILL`` when it was killed). For tests of resume after a hard kill."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    path = Path(path)
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline and (
+            not path.exists() or len(path.read_text().splitlines()) < min_lines):
+        time.sleep(0.005)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+def write_sweep_file(path, entries, records: list[dict], settings: dict, spec: str = "toy"):
+    """A sweep matrix file in ``polar sweep``'s format: one JSON line per record with ``settings``
+    (``library_sha256`` added) and the ``<path>.library.json`` of ``entries``. Returns ``path``."""
+    import json
+    from pathlib import Path
+
+    from .search._library import library_sha256, library_to_json
+    from .search._sweep import library_path
+
+    path = Path(path)
+    sha = library_sha256(entries)
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps({**r, **settings, "library_sha256": sha}) + "\n")
+    library_path(path).write_text(json.dumps({"spec": spec, "sha256": sha, "entries": library_to_json(entries)}) + "\n")
+    return path
