@@ -11,9 +11,9 @@ from .errors import UserError, UserFileNotFoundError
 from .models import load_default, load_model
 from .programs import (CompactProgram, NotInSpaceError, Op, Program, build, full, in_space, parse, random_compact,
                        segments, validate_program, validate_programs)
-from .runtime import (SUPPORTED_MODEL_TYPES, ExecutionResult, GenerationResult, PackedPrograms, StepKVCache,
-                      UnsupportedModelError, Waves, batched_execute, generate, get_adapter, pack, plan_waves,
-                      plan_waves_reference, reference_forward, reference_generate)
+from .runtime import (SUPPORTED_MODEL_TYPES, ExecutionResult, GenerationResult, LayerGates, PackedPrograms,
+                      ReplayRouter, Router, StepKVCache, UnsupportedModelError, Waves, batched_execute, generate,
+                      get_adapter, pack, plan_waves, plan_waves_reference, reference_forward, reference_generate)
 from .tasks import (PROMPT_STYLES, Problem, build_prompt, extract_answer, is_correct, load as load_problems,
                     load_supervision, resolve as resolve_data, synthetic)
 
@@ -25,6 +25,7 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES", "UnsupportedModelError", "Waves", "batched_execute", "full",
     "generate", "get_adapter", "pack", "plan_waves", "plan_waves_reference",
     "reference_forward", "reference_generate", "validate_program", "validate_programs",
+    "LayerGates", "ReplayRouter", "Router",
 ]
 __version__ = "0.1.0"
 

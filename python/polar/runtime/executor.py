@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
 from ..programs import Program, validate_programs
 from .adapters import ModelAdapter, get_adapter
 from .cache import PooledKVCache, StepKVCache
 from .inputs import prepare_inputs
 from .masks import PassContext, last_token_states, token_positions
 from .packing import pack
+from .routed import routed_prefill, token_layers
+from .routing import check_router
 from .runners import WaveRunner, WaveStep, get_runner, prepare_waves
 from .schedule import DEFAULT_POLICY, check_policy, plan_waves
 from .shared import prefill_all_states, prefill_logits, run_prefill
@@ -39,6 +42,11 @@ class ExecutionResult:
     applications x real token columns computed; ``work_unshared``: the same without prefix
     sharing, ``sum over rows of len(program) x real tokens`` (equal when ``share_prefix=False``;
     pad columns are not counted in either).
+
+    Routed calls (``router=``) also give ``programs`` (the decided ones); ``attention_gates``
+    ``[B, D]`` float32 (CPU; 1 where no attention gate was given) when the router gave attention
+    gates, else ``None``; ``token_layers``: per row, the mean number of layers each real token ran
+    in full (token gates; ``None`` without them).
     """
 
     logits: torch.Tensor
@@ -48,6 +56,8 @@ class ExecutionResult:
     programs: list[Program]
     work: int = 0
     work_unshared: int = 0
+    attention_gates: torch.Tensor | None = None
+    token_layers: list[float] | None = None
 
 
 def prefill(adapter: ModelAdapter, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -64,7 +74,7 @@ def prefill(adapter: ModelAdapter, input_ids: torch.Tensor, attention_mask: torc
 @torch.inference_mode()
 def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, all_positions: bool = False,
                     max_program_length: int | None = None, backend: str = "auto",
-                    share_prefix: bool = True) -> ExecutionResult:
+                    share_prefix: bool = True, router=None) -> ExecutionResult:
     """Run row ``r`` of ``inputs`` through ``programs[r]`` and return its logits.
 
     Args:
@@ -83,15 +93,29 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
             the same program prefix on the same prompt, and the same program prefix on a common
             prompt prefix. Same results as ``False`` up to float rounding (different batch
             shapes); with ``all_positions`` pad columns then hold the logits of a zero state.
+        router: a :class:`polar.Router` (anything with ``decide(layer, hidden, attention_mask)``),
+            with ``programs=None``: layers run in order and the router decides per layer and row
+            to skip, run or repeat (and may gate sub-layers or tokens), see
+            :mod:`polar.runtime.routing`. ``policy``, ``share_prefix`` and
+            ``max_program_length`` do not apply (waves are layer-ordered, rows unshared); the
+            result's ``programs`` are the decided ones, and ``batched_execute(model, programs,
+            ...)`` with them gives the same logits (up to float rounding unless
+            ``policy="lowest"``, ``share_prefix=False``: then bit for bit, when no gates are used).
 
     Raises:
-        ValueError: bad programs (naming the row), bad inputs, unknown policy; before any compute.
+        ValueError: bad programs (naming the row), bad inputs, unknown policy, programs and a
+            router together or neither; before any compute. A malformed router output raises
+            ``UserError`` naming the layer.
         UnsupportedModelError: the model's architecture is not supported.
     """
     adapter = get_adapter(model)
     check_policy(policy)
     runner = get_runner(backend, adapter.device)
     input_ids, attention_mask = prepare_inputs(inputs, adapter.vocab_size, adapter.device)
+    if router is not None:
+        return _routed_execute(adapter, runner, programs, input_ids, attention_mask, router, all_positions)
+    if programs is None:
+        raise UserError("programs is None; give one program per row, or a router")
     progs = validate_programs(programs, input_ids.shape[0], adapter.num_layers, max_program_length)
     packed = pack(progs)
     work_unshared = int((packed.lengths().long() * attention_mask.sum(-1).cpu()).sum())
@@ -119,4 +143,28 @@ def batched_execute(model, programs, inputs, *, policy: str = DEFAULT_POLICY, al
         programs=progs,
         work=work,
         work_unshared=work_unshared,
+    )
+
+
+def _routed_execute(adapter: ModelAdapter, runner: WaveRunner, programs, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, router, all_positions: bool) -> ExecutionResult:
+    """``batched_execute`` with a router deciding (:mod:`.routed`)."""
+    if programs is not None:
+        raise UserError("give either programs or a router, not both (programs=None when a router decides)")
+    check_router(router)
+    out = routed_prefill(adapter, runner, input_ids, attention_mask, router)
+    hidden = out.hidden if all_positions else last_token_states(out.hidden, attention_mask)
+    n_real = attention_mask.sum(-1).cpu()
+    work = int(sum(len(p) * int(n) for p, n in zip(out.programs, n_real)))
+    gates = out.gates
+    return ExecutionResult(
+        logits=adapter.logits(hidden),
+        executed_layers=[len(p) for p in out.programs],
+        unique_layers=[p.unique_layers for p in out.programs],
+        num_waves=out.num_waves,
+        programs=out.programs,
+        work=work,
+        work_unshared=work,
+        attention_gates=None if gates.attention is None else gates.attention.cpu(),
+        token_layers=token_layers(out.programs, n_real, gates),
     )

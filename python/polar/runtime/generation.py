@@ -8,6 +8,10 @@ With ``share_prefix=True`` (the default) :class:`.shared.SharedGeneration` runs 
 instead: states shared by several rows (same program prefix on the same prompt or on a common
 prompt prefix; in decode, the same program prefix on the same prompt and the same tokens so far)
 are computed once, and their keys/values are stored once and read by every row that shares them.
+
+With ``router=R`` (``programs=None``) :class:`.routed.RoutedGeneration` runs instead: the router
+decides each row's program over the prompt (docs/architecture.md section 15) and decoding runs
+those programs.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from .packing import PackedPrograms
 from .runners import WaveRunner, WaveStep, get_runner, prepare_waves
 from .schedule import DEFAULT_POLICY, check_policy, plan_waves
 from .prefix_cache import PrefixCache
+from .routed import RoutedGeneration
+from .routing import check_router
 from .shared import SharedGeneration
 
 
@@ -50,6 +56,11 @@ class GenerationResult:
     value) columns of KV cache used, each ``num_layers``-independent ``[H_kv, head_dim]``;
     ``cache_entries_unshared``: what the unshared cache allocates (``N x (T + max_new_tokens)``,
     ``N`` = total program steps, ``T`` = padded prompt length).
+
+    Routed calls (``router=``): ``programs`` are the decided ones; ``attention_gates`` ``[B, D]``
+    (CPU float32, the prompt's attention gates, reused in decode) or ``None``; ``token_layers``:
+    per row, the mean number of layers each processed token (real prompt tokens and fed-back new
+    tokens) ran in full under token gates, or ``None`` without them.
     """
 
     tokens: list[list[int]]
@@ -70,6 +81,8 @@ class GenerationResult:
     decode_work_unshared: int = 0
     cache_entries: int = 0
     cache_entries_unshared: int = 0
+    attention_gates: torch.Tensor | None = None
+    token_layers: list[float] | None = None
 
 
 def _tokenize(tokenizer, inputs):
@@ -224,7 +237,8 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
              stop_fn: Callable[[int, str], bool] | None = None,
              seed: int | Sequence[int] | None = None, policy: str = DEFAULT_POLICY,
              max_program_length: int | None = None, backend: str = "auto",
-             share_prefix: bool = True, prefix_cache: PrefixCache | None = None) -> GenerationResult:
+             share_prefix: bool = True, prefix_cache: PrefixCache | None = None,
+             router=None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
 
     ``inputs``: text (str or list of str, needs ``tokenizer``; left-padded), a dict/BatchEncoding
@@ -245,7 +259,17 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     prefix are looked up in it and stored into it, so that later calls on prompts with the same
     prefix (a search's rounds) skip the program prefixes computed before; same tokens.
 
-    Raises ``ValueError`` on bad programs, inputs or sampling settings, before any compute.
+    ``router`` (with ``programs=None``; :mod:`polar.runtime.routing`): the router decides each
+    row's program over the prompt, layer by layer (and may gate sub-layers or tokens), and decoding
+    runs those programs: ``result.programs`` replayed with ``generate(..., programs=
+    result.programs)`` give the same tokens. Routed calls do not share prefixes (rows decide
+    independently; ``share_prefix`` is ignored, same tokens) and use layer-ordered waves
+    (``policy`` is ignored); ``prefix_cache`` is refused. ``max_program_length`` does not apply
+    (a routed program has at most ``2 D`` steps).
+
+    Raises ``ValueError`` on bad programs, inputs or sampling settings, on programs and a router
+    together or neither, before any compute; ``UserError`` naming the layer for a malformed router
+    output.
     """
     adapter = get_adapter(model)
     check_policy(policy)
@@ -256,7 +280,17 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
         raise UserError("stop_strings and stop_fn need a tokenizer")
     input_ids, attention_mask = prepare_inputs(_tokenize(tokenizer, inputs), adapter.vocab_size, adapter.device)
     B, T = input_ids.shape
-    progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
+    if router is not None:
+        if programs is not None:
+            raise UserError("give either programs or a router, not both (programs=None when a router decides)")
+        if prefix_cache is not None:
+            raise UserError("prefix_cache does not work with a router (routed rows do not share prefixes)")
+        check_router(router)
+        progs = None
+    elif programs is None:
+        raise UserError("programs is None; give one program per row, or a router")
+    else:
+        progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
     eos = _eos_ids(model, tokenizer, eos_token_id)
     generator = row_generators(seed, B)
 
@@ -265,13 +299,18 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
             raise UserError("prefix_cache needs share_prefix=True")
         prefix_cache.bind(model)
 
-    packed = pack(progs)
-    if share_prefix:
+    if router is not None:
+        engine = RoutedGeneration(adapter, runner, input_ids, attention_mask, router, max_new_tokens)
+    elif share_prefix:
+        packed = pack(progs)
         engine = SharedGeneration(adapter, runner, input_ids, attention_mask, packed, policy, max_new_tokens,
                                   prefix_cache)
     else:
+        packed = pack(progs)
         engine = _PlainGeneration(adapter, runner, input_ids, attention_mask, packed, policy, max_new_tokens)
     logits = engine.prefill()                                               # [B, V]
+    if router is not None:
+        progs, packed = engine.programs, engine.packed
     result = GenerationResult(tokens=[[] for _ in range(B)], texts=None, finish_reasons=["length"] * B,
                               executed_layers=[len(p) for p in progs],
                               unique_layers=[p.unique_layers for p in progs], programs=progs,
@@ -306,6 +345,10 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     result.decode_row_layers = engine.decode_work
     result.cache_entries = engine.cache_entries
     result.cache_entries_unshared = packed.total_steps * (T + max_new_tokens)
+    if router is not None:
+        gates = engine.record.attention
+        result.attention_gates = None if gates is None else gates.cpu()
+        result.token_layers = engine.token_layers()
     if tokenizer is not None:
         result.texts = [_text(tokenizer, toks, stop_strings) for toks in result.tokens]
     return result
