@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 
 from .runtime.adapters import SUPPORTED_MODEL_TYPES
+from .search._library import library_sha256, library_to_json
+from .search._sweep import library_path
 
 #: Every supported architecture has a tiny test model (one list: the adapters').
 ARCHITECTURES = SUPPORTED_MODEL_TYPES
@@ -189,9 +191,6 @@ def write_sweep_file(path, entries, records: list[dict], settings: dict, spec: s
     (``library_sha256`` added) and the ``<path>.library.json`` of ``entries``. Returns ``path``."""
     import json
     from pathlib import Path
-
-    from .search._library import library_sha256, library_to_json
-    from .search._sweep import library_path
 
     path = Path(path)
     sha = library_sha256(entries)
