@@ -11,6 +11,7 @@ first imported, because triton's own library functions (``tl.sum``, ``tl.max``..
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -62,8 +63,9 @@ class Kernel:
     same Python function works for both.
     """
 
-    def __init__(self, fn):
+    def __init__(self, fn, do_not_specialize: tuple[str, ...] = ()):
         self.fn = fn
+        self.do_not_specialize = tuple(do_not_specialize)
         self._compiled = None
         self._interpreted = None
         self.__name__ = fn.__name__
@@ -87,13 +89,17 @@ class Kernel:
         if self._compiled is None:
             from triton.runtime.jit import JITFunction
 
-            self._compiled = JITFunction(self.fn)
+            self._compiled = JITFunction(self.fn, do_not_specialize=self.do_not_specialize or None)
         return self._compiled
 
 
-def kernel(fn) -> Kernel:
-    """Decorator used instead of ``@triton.jit`` in this package."""
-    return Kernel(fn)
+def kernel(fn=None, *, do_not_specialize: tuple[str, ...] = ()):
+    """Decorator used instead of ``@triton.jit`` in this package. ``do_not_specialize``: integer
+    arguments that vary from call to call (sizes, row strides), so that Triton compiles one kernel
+    for all their values instead of one per divisibility class."""
+    if fn is None:
+        return lambda f: Kernel(f, do_not_specialize)
+    return Kernel(fn, do_not_specialize)
 
 
 def next_pow2(x: int) -> int:
@@ -121,9 +127,37 @@ def check_out(out: torch.Tensor | None, shape, dtype, device, what: str) -> None
         raise ValueError(f"{what}: out must be contiguous")
 
 
+#: Set by :func:`triton_on_cpu`: dispatchers then run the Triton kernels on CPU tensors too.
+_TRITON_ON_CPU = False
+
+
+@contextlib.contextmanager
+def triton_on_cpu():
+    """Inside this context the dispatchers (``gathered_rmsnorm``, ...) run the Triton kernels on CPU
+    tensors as well, under the Triton interpreter, so that code built on them (the fused runner)
+    runs its real kernels without a GPU. Needs ``TRITON_INTERPRET=1`` set before triton was first
+    imported (else the first kernel raises ``RuntimeError`` saying so). Not thread-safe; tests only."""
+    global _TRITON_ON_CPU
+    previous, _TRITON_ON_CPU = _TRITON_ON_CPU, True
+    try:
+        yield
+    finally:
+        _TRITON_ON_CPU = previous
+
+
+def uses_triton(device: torch.device) -> bool:
+    """Whether the dispatchers run Triton kernels (not the torch references) for tensors on
+    ``device``: CUDA (and any non-CPU device) when triton is importable; CPU inside
+    :func:`triton_on_cpu`."""
+    if torch.device(device).type == "cpu":
+        return _TRITON_ON_CPU and HAS_TRITON
+    return HAS_TRITON
+
+
 def use_triton(t: torch.Tensor, what: str) -> bool:
-    """Dispatch rule: Triton for CUDA tensors (error if triton missing), reference on CPU."""
-    if t.device.type == "cpu":
+    """Dispatch rule: Triton for CUDA tensors (error if triton missing), reference on CPU
+    (Triton under the interpreter inside :func:`triton_on_cpu`)."""
+    if t.device.type == "cpu" and not _TRITON_ON_CPU:
         return False
     require_triton(what)
     return True

@@ -92,9 +92,30 @@ ATTN_SHAPES = [
 ]
 
 
+POOL_SHAPES = [
+    # n, Hq, Hkv, hd, P (pool entries), K (index columns); groups: (rows, shared columns); tuning
+    dict(n=1, Hq=4, Hkv=4, hd=64, P=30, K=9, groups=[], mask="random"),
+    dict(n=5, Hq=6, Hkv=2, hd=24, P=200, K=40, groups=[([0, 1, 2, 3], 30)], mask="random",
+         min_shared=4, splits=3, block_n=16),
+    dict(n=7, Hq=8, Hkv=2, hd=128, P=300, K=33, groups=[([0, 2, 4], 20), ([1, 5], 12)], mask="window",
+         min_shared=1),
+    # all rows share 70 columns; the first blocks are masked for some rows (empty partial softmaxes)
+    dict(n=6, Hq=3, Hkv=1, hd=16, P=120, K=75, groups=[([0, 1, 2, 3, 4, 5], 70)], mask="late",
+         min_shared=1, splits=4, block_n=16),
+    # SmolLM2's GQA (9 / 3 heads); k/v strided views of one interleaved store; int32 index; the
+    # default min_shared; members differ from their leader only where their mask is False
+    dict(n=4, Hq=9, Hkv=3, hd=64, P=150, K=50, groups=[([1, 2, 3], 40)], mask="random", kv_view=True,
+         differ_masked=True),
+    # rows at different positions: trailing columns masked and pointing at the scratch entry 0
+    dict(n=9, Hq=2, Hkv=2, hd=32, P=90, K=20, groups=[([0, 3, 4, 8], 17), ([1, 2], 16)], mask="ragged",
+         min_shared=2, splits=2, block_n=16),
+]
+
+
 def _case_ids():
     ids = []
-    for name, shapes in (("rmsnorm", RMS_SHAPES), ("scatter", SCATTER_SHAPES), ("attn", ATTN_SHAPES)):
+    for name, shapes in (("rmsnorm", RMS_SHAPES), ("scatter", SCATTER_SHAPES), ("attn", ATTN_SHAPES),
+                         ("pool", POOL_SHAPES)):
         for i in range(len(shapes)):
             for dt in DTYPES:
                 ids.append(f"{name}-{i}-{dt}")
@@ -220,6 +241,74 @@ def _check_attn(p, dtype, seed=0, device="cpu"):
     return err
 
 
+def _pool_inputs(p, dtype, seed=0, device="cpu"):
+    """Random pool, queries, index table with the case's shared groups, and a mask (at least one
+    True per row). Returns ``q, pool_k, pool_v, read_index, key_mask, scale``."""
+    g = torch.Generator().manual_seed(seed)
+    n, Hq, Hkv, hd, P, K = (p[k] for k in ("n", "Hq", "Hkv", "hd", "P", "K"))
+    q = torch.randn(n, Hq, hd, generator=g).to(dtype)
+    if p.get("kv_view"):
+        kv = torch.randn(P, 2, Hkv, hd, generator=g).to(dtype)
+        pool_k, pool_v = kv[:, 0], kv[:, 1]
+    else:
+        pool_k = torch.randn(P, Hkv, hd, generator=g).to(dtype)
+        pool_v = torch.randn(P, Hkv, hd, generator=g).to(dtype)
+    idx = torch.randint(1, P, (n, K), generator=g)
+    idx[:, 0] = P - 1 - torch.arange(n)                        # distinct first entries: rows alone ...
+    for gi, (rows, shared) in enumerate(p["groups"]):           # ... unless in a group
+        idx[rows, :shared] = torch.randint(1, P, (shared,), generator=g)
+        idx[rows, 0] = 1 + gi
+    if p["mask"] == "ragged":
+        mask = torch.ones(n, K, dtype=torch.bool)
+        for i in range(n):
+            end = K - int(torch.randint(0, 4, (1,), generator=g))
+            mask[i, end:] = False
+            idx[i, end:] = 0
+    else:
+        mask = _make_mask(p["mask"], n, K, g)
+    if p.get("differ_masked"):
+        rows = p["groups"][0][0]
+        for r in rows[1:]:
+            hide = ~mask[r, : p["groups"][0][1]]
+            hide[0] = False                                   # groups are found by the first entry
+            idx[r, : p["groups"][0][1]][hide] = 0          # another entry where the row does not look
+    idx = idx.to(torch.int32 if p.get("kv_view") else torch.int64)
+    q, pool_k, pool_v, idx, mask = (t.to(device) for t in (q, pool_k, pool_v, idx, mask))
+    return q, pool_k, pool_v, idx, mask, 1.0 / math.sqrt(hd)
+
+
+def _check_pool(p, dtype, seed=0, device="cpu"):
+    mod = sys.modules["polar_kernels.pool_decode_attention"]
+    q, pk_, pv_, idx, mask, scale = _pool_inputs(p, dtype, seed, device)
+    ref = pk.pool_decode_attention_reference(q, pk_, pv_, idx, mask, scale)
+    assert ref.dtype == dtype
+    # the unshared path: the same keys laid out one slot per row, read by slot_decode_attention
+    kc = pk_[idx.long()].transpose(1, 2).contiguous()                     # [n, Hkv, K, hd]
+    vc = pv_[idx.long()].transpose(1, 2).contiguous()
+    slots = torch.arange(q.shape[0], device=device)
+    unshared = pk.slot_decode_attention_reference(q, kc, vc, slots, mask, scale)
+    assert rel_err(ref, unshared) <= 1e-6
+    # the plan kernel finds the groups the torch plan does
+    got_plan = mod.pool_cascade_plan_triton(idx, mask)
+    for a, b in zip(got_plan, mod.pool_cascade_plan_reference(idx, mask)):
+        assert torch.equal(a.long().cpu(), b.cpu()), (got_plan, b)
+    lead, count, shared = (t.long() for t in got_plan)
+    min_shared = p.get("min_shared")
+    for rows, s in p["groups"]:
+        assert int(count[rows[0]]) == len(rows) and int(shared[rows[0]]) >= s
+    errs = []
+    for cascade in (True, False):
+        out = torch.full(q.shape, float("nan"), dtype=dtype, device=device)
+        res = pk.pool_decode_attention_triton(q, pk_, pv_, idx, mask, scale, out=out, cascade=cascade,
+                                              min_shared=min_shared, num_splits=p.get("splits"),
+                                              block_n=p.get("block_n"))
+        assert res is out
+        assert not torch.isnan(out).any(), "some output elements were not written"
+        errs.append(check_rel(out, ref, dtype))
+        check_rel(out, unshared, dtype)
+    return max(errs)
+
+
 def run_case(case_id: str, device: str = "cpu") -> float:
     if case_id == "rmsnorm-mixed-weight":
         return _check_rmsnorm(RMS_SHAPES[1], torch.bfloat16, wdtype=torch.float32, seed=7, device=device)
@@ -232,6 +321,8 @@ def run_case(case_id: str, device: str = "cpu") -> float:
         return _check_scatter(SCATTER_SHAPES[i], dtype, seed=seed, device=device)
     if name == "attn":
         return _check_attn(ATTN_SHAPES[i], dtype, seed=seed, device=device)
+    if name == "pool":
+        return _check_pool(POOL_SHAPES[i], dtype, seed=seed, device=device)
     raise KeyError(case_id)
 
 
@@ -250,6 +341,24 @@ def run_cases(case_ids) -> dict:
         results["dispatch-cpu-reference"] = {"ok": True, "err": 0.0}
     except Exception as exc:
         results["dispatch-cpu-reference"] = {"ok": False, "msg": repr(exc)}
+    # ... and the Triton kernels inside triton_on_cpu() (what the fused runner's CPU tests use)
+    try:
+        args = _pool_inputs(POOL_SHAPES[1], torch.float32)
+        mod = sys.modules["polar_kernels.pool_decode_attention"]
+        called = []
+        real = mod.pool_decode_attention_triton
+        mod.pool_decode_attention_triton = lambda *a, **k: called.append(1) or real(*a, **k)
+        try:
+            with pk.triton_on_cpu():
+                assert pk.uses_triton(torch.device("cpu"))
+                got = pk.pool_decode_attention(*args)
+        finally:
+            mod.pool_decode_attention_triton = real
+        assert called and not pk.uses_triton(torch.device("cpu"))
+        check_rel(got, pk.pool_decode_attention_reference(*args), torch.float32)
+        results["dispatch-triton-on-cpu"] = {"ok": True, "err": 0.0}
+    except Exception as exc:
+        results["dispatch-triton-on-cpu"] = {"ok": False, "msg": f"{exc!r}\n{traceback.format_exc()}"}
     return results
 
 
@@ -279,7 +388,7 @@ def interp_results():
 
 @needs_triton
 @pytest.mark.interpreter
-@pytest.mark.parametrize("case_id", CASE_IDS + ["dispatch-cpu-reference"])
+@pytest.mark.parametrize("case_id", CASE_IDS + ["dispatch-cpu-reference", "dispatch-triton-on-cpu"])
 def test_triton_interpreter_vs_reference(case_id, interp_results):
     r = interp_results[case_id]
     assert r["ok"], r.get("msg")
@@ -336,12 +445,21 @@ def test_kernels_compile_for_sm90_without_gpu(dt):
     from triton.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
-    mods = [sys.modules[f"polar_kernels.{m}"] for m in ("gathered_rmsnorm", "residual_scatter", "slot_decode_attention")]
+    mods = [sys.modules[f"polar_kernels.{m}"] for m in ("gathered_rmsnorm", "residual_scatter", "slot_decode_attention",
+                                                         "pool_decode_attention")]
+    ieee = dt == "fp32"
+    pool = mods[3]
     kernels = [
         (mods[0]._gathered_rmsnorm_kernel, {"BLOCK_D": 1024}),
         (mods[1]._residual_scatter_add_kernel, {"BLOCK_D": 1024}),
         (mods[2]._slot_decode_attention_kernel, {"HEAD_DIM": 128, "BLOCK_N": 32}),
         (mods[2]._slot_decode_attention_kernel, {"HEAD_DIM": 64, "BLOCK_N": 64}),
+        (pool._pool_plan_kernel, {"BLOCK_R": 64, "BLOCK_C": 128}),
+        (pool._pool_prefix_kernel, {"BLOCK_G": 4, "BLOCK_M": 8, "BLOCK_N": 64, "BLOCK_D": 64, "IEEE": ieee}),
+        (pool._pool_rows_kernel, {"BLOCK_H": 16, "BLOCK_N": 64, "PREFIX_BLOCK_N": 64, "BLOCK_D": 64, "IEEE": ieee,
+                                  "CASCADE": True}),
+        (pool._pool_rows_kernel, {"BLOCK_H": 16, "BLOCK_N": 32, "PREFIX_BLOCK_N": 32, "BLOCK_D": 128, "IEEE": ieee,
+                                  "CASCADE": False}),
     ]
     for k, consts in kernels:
         sig = {}
@@ -350,8 +468,12 @@ def test_kernels_compile_for_sm90_without_gpu(dt):
                 sig[name] = "constexpr"
             elif name == "mask_ptr":
                 sig[name] = "*u8"
-            elif name in ("rows_ptr", "slots_ptr"):
+            elif name in ("rows_ptr", "slots_ptr", "idx_ptr"):
                 sig[name] = "*i64"
+            elif name in ("lead_ptr", "cnt_ptr", "dsh_ptr"):
+                sig[name] = "*i32"
+            elif name in ("pm_ptr", "pl_ptr", "pacc_ptr"):
+                sig[name] = "*fp32"
             elif name.endswith("_ptr"):
                 sig[name] = f"*{dt}"
             elif name in ("eps", "qk_scale"):
@@ -436,6 +558,40 @@ def test_attention_reference_all_masked_row_gives_zeros():
     got = pk.slot_decode_attention_reference(q, kc, vc, slots, mask, scale)
     assert torch.equal(got[1], torch.zeros_like(got[1]))
     assert not torch.isnan(got).any()
+
+
+@pytest.mark.parametrize("shape", [1, 2, 5])
+def test_pool_reference_matches_naive_softmax(shape):
+    q, pk_, pv_, idx, mask, scale = _pool_inputs(POOL_SHAPES[shape], torch.float32, seed=9)
+    got = pk.pool_decode_attention_reference(q, pk_, pv_, idx, mask, scale)
+    kc, vc = pk_[idx.long()].transpose(1, 2), pv_[idx.long()].transpose(1, 2)   # one slot per row
+    expected = _naive_attention(q, kc, vc, torch.arange(q.shape[0]), mask, scale)
+    assert rel_err(got, expected) <= 1e-5
+    assert torch.equal(pk.pool_decode_attention(q, pk_, pv_, idx, mask, scale), got)  # CPU dispatcher
+
+
+def test_pool_cascade_plan_reference_by_hand():
+    mod = sys.modules["polar_kernels.pool_decode_attention"]
+    idx = torch.tensor([[5, 6, 7, 8], [9, 1, 1, 1], [5, 6, 3, 8], [5, 6, 7, 4], [9, 2, 1, 1]])
+    mask = torch.ones(5, 4, dtype=torch.bool)
+    mask[3, 3] = False                        # row 3 differs from row 0 only where it does not look
+    lead, count, shared = mod.pool_cascade_plan_reference(idx, mask)
+    assert lead.tolist() == [0, 1, 0, 0, 1]
+    assert count.tolist() == [3, 2, 0, 0, 0]
+    assert shared.tolist() == [2, 1, 4, 4, 4]
+
+
+def test_pool_argument_validation():
+    q, kv = torch.randn(2, 4, 16), torch.randn(10, 2, 16)
+    idx, mask = torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool)
+    with pytest.raises(ValueError):  # mask shape
+        pk.pool_decode_attention(q, kv, kv, idx, mask[:, :4], 0.25)
+    with pytest.raises(TypeError):  # float index
+        pk.pool_decode_attention(q, kv, kv, idx.float(), mask, 0.25)
+    with pytest.raises(ValueError):  # Hq not a multiple of Hkv
+        pk.pool_decode_attention(torch.randn(2, 3, 16), kv, kv, idx, mask, 0.25)
+    with pytest.raises(ValueError):  # head dim
+        pk.pool_decode_attention(torch.randn(2, 4, 8), kv, kv, idx, mask, 0.25)
 
 
 def test_cuda_without_triton_is_a_clear_error(monkeypatch):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from polar_kernels import uses_triton
+
 from ..errors import UserError
 from .adapters import ModelAdapter
 from .cache import PooledKVCache, StepKVCache
@@ -104,21 +106,26 @@ class HFRunner(WaveRunner):
 
 
 class FusedRunner(WaveRunner):
-    """Gathered RMSNorm / residual scatter kernels around the layer's parts, in place; in decode
-    (``start_col > 0`` with a :class:`StepKVCache` and a power-of-two ``head_dim >= 16``) attention
-    reads the cache by slot (``slot_decode_attention``), otherwise Hugging Face's attention runs
-    (with shared prefixes always: its keys come from the pooled cache's index table)."""
+    """Gathered RMSNorm / residual scatter kernels around the layer's parts, in place. One new
+    column per row (decode) skips Hugging Face's attention function: with a :class:`StepKVCache`
+    (``start_col > 0``, power-of-two ``head_dim >= 16``) ``slot_decode_attention`` reads the cache
+    by slot; with a :class:`PooledKVCache` (shared prefixes; waves that read earlier columns) and
+    Triton kernels in use (CUDA, or ``polar_kernels.triton_on_cpu()``), ``pool_decode_attention``
+    reads the pool through the wave's index table. Otherwise Hugging Face's attention runs (on CPU
+    with shared prefixes: its keys gathered from the pool by :class:`.cache.PoolView`)."""
 
     name = "fused"
 
     def run(self, adapter, hidden, waves, ctx, cache=None, start_col=0):
         hidden = hidden.contiguous()
         hd = adapter.head_dim
-        decode = (isinstance(cache, StepKVCache) and start_col > 0 and hd >= 16 and hd & (hd - 1) == 0)
+        slot_decode = (isinstance(cache, StepKVCache) and start_col > 0 and hd >= 16 and hd & (hd - 1) == 0)
+        pool_decode = (isinstance(cache, PooledKVCache) and hidden.shape[1] == 1 and uses_triton(hidden.device))
         for wave in waves:
             rows = wave.rows
             crows = rows if wave.ctx_rows is None else wave.ctx_rows
             view = None if cache is None else cache.view(wave, start_col)
+            decode = slot_decode or (pool_decode and wave.read_index is not None)
             key_mask = ctx.allowed(wave.layer)[:, -1].index_select(0, crows) if decode else None  # [n, K]
             bias = None if decode else ctx.bias(wave.layer).index_select(0, crows)              # [n, 1, Q, K]
             run_layer_fused(adapter, wave.layer, hidden, rows, bias, ctx.query_pos.index_select(0, crows),
