@@ -52,6 +52,7 @@ def calls(monkeypatch, tmp_path):
     rec("run_demo", types.SimpleNamespace(summary={}, trained=True, wall_s=0.0))
     rec("demo_table", "")
     rec("run_search", {})
+    rec("train_router", None)
     rec("run_sweep", {})
     rec("merge_results", 0)
     rec("export_supervision", 0)
@@ -75,6 +76,8 @@ EVAL = ["eval", "--data", "synthetic:1:2", "--out", "OUT/eval", "--methods", "ba
 ASK = ["ask", "What is 1 + 1?"]
 DEMO = ["demo"]
 SEARCH = ["search", "--data", "synthetic:1:2", "--out", "OUT/s.jsonl"]
+TRR = ["train-router", "--kind", "drllm", "--search", "S.jsonl", "--out", "OUT/r"]
+TRR_LM = ["train-router", "--kind", "mindskip", "--data", "synthetic:1:2", "--out", "OUT/r"]
 SWEEP = ["sweep", "--data", "synthetic:1:2", "--out", "OUT/w.jsonl"]
 
 acc_cfg = lambda c: c.arg("run_accuracy", 0)  # noqa: E731
@@ -83,6 +86,7 @@ eval_cfg = lambda c: c.arg("run_eval", 0)  # noqa: E731
 demo_cfg = lambda c: c.arg("run_demo", 0)  # noqa: E731
 search_run = lambda c: c.arg("run_search", 0)  # noqa: E731
 sweep_run = lambda c: c.arg("run_sweep", 0)  # noqa: E731
+trr_run = lambda c: c.arg("train_router", 0)  # noqa: E731
 
 #: (subcommand argv, extra flags, what they change, expected value)
 ROWS = [
@@ -219,6 +223,22 @@ ROWS = [
     (SWEEP, ["--threads", "2"], lambda c: c.arg("run_sweep", key="threads"), 2),
     (SWEEP, ["--device", "cpu"], lambda c: sweep_run(c).device, "cpu"),
 
+    (TRR_LM, ["--kind", "flexidepth"], lambda c: trr_run(c).kind, "flexidepth"),
+    (TRR, ["--search", "A.jsonl", "B.jsonl"], lambda c: trr_run(c).search, ("A.jsonl", "B.jsonl")),
+    (TRR_LM, ["--data", "synthetic:2:1"], lambda c: trr_run(c).data, ("synthetic:1:2", "synthetic:2:1")),
+    (TRR, ["--out", "OUT/r2"], lambda c: Path(c.arg("train_router", 1)).name, "r2"),
+    (TRR, ["--model", "M"], lambda c: trr_run(c).model, "M"),
+    (TRR, ["--prompt-style", "direct"], lambda c: trr_run(c).prompt_style, "direct"),
+    (TRR, ["--limit", "3"], lambda c: trr_run(c).limit, 3),
+    (TRR, ["--epochs", "3"], lambda c: trr_run(c).train.epochs, 3),
+    (TRR, ["--batch-size", "5"], lambda c: trr_run(c).train.batch_size, 5),
+    (TRR, ["--lr", "0.5"], lambda c: trr_run(c).train.lr, 0.5),
+    (TRR_LM, ["--alpha", "0.25"], lambda c: trr_run(c).train.alpha, 0.25),
+    (TRR, ["--save-every", "7"], lambda c: trr_run(c).train.save_every, 7),
+    (TRR, ["--seed", "4"], lambda c: trr_run(c).seed, 4),
+    (TRR, ["--threads", "2"], lambda c: c.arg("_threads", 0), 2),
+    (TRR, ["--device", "cpu"], lambda c: trr_run(c).device, "cpu"),
+
     (["merge", "--out", "OUT/m.jsonl", "A.jsonl"], ["B.jsonl"], lambda c: c.arg("merge_results", 0),
      ["A.jsonl", "B.jsonl"]),
     (["merge", "A.jsonl", "--out", "OUT/m.jsonl"], ["--out", "OUT/m2.jsonl"],
@@ -234,7 +254,8 @@ ROWS = [
 #: Flags tested elsewhere: the scorer's (tests/predictor/test_scorer.py), data export (lm-eval tests).
 ELSEWHERE = {"train": {"--head", "--sweep", "--val-sweep", "--features"},
              "data": {"--export-lm-eval", "--gsm8k", "--mawps", "--asdiv"}}
-COVERED = ("accuracy", "train", "eval", "ask", "demo", "search", "sweep", "merge", "export", "analyze", "data")
+COVERED = ("accuracy", "train", "eval", "ask", "demo", "search", "sweep", "merge", "export", "analyze", "data",
+           "train-router")
 
 
 def _argv(argv, tmp):

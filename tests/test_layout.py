@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "polar"
-STAGES = ("programs", "runtime", "tasks", "jobs", "search", "predictor", "evaluation")
+STAGES = ("programs", "runtime", "tasks", "jobs", "search", "predictor", "routers", "evaluation")
 
 
 def test_import_contracts_hold():

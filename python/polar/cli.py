@@ -44,6 +44,7 @@ from .predictor import Scorer, load_encoder, sweep_prompts
 from .predictor import ScorerTrainConfig, train_scorer_from_files
 from .predictor._scorer import SCORER_FORMAT
 from .evaluation.solve import SELECTS, SELECTION_FILE, load_selection
+from .routers import ROUTER_KINDS, RouterRun, RouterTrainConfig, train_router
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve
 
 logger = logging.getLogger("polar")
@@ -135,6 +136,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                                  encoder=encoder, cache_dir=cache_root() / "encoder-outputs", limit=args.limit,
                                  sweep=args.sweep or [])
     print(f"trained predictor ({predictor.num_parameters():,} trainable parameters) saved in {args.out}")
+    return 0
+
+
+def cmd_train_router(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    check_device(args.device)
+    flags = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "alpha", "save_every")}
+    train = _user_input(RouterTrainConfig, **{k: v for k, v in flags.items() if v is not None})
+    run = _user_input(RouterRun, kind=args.kind, search=tuple(args.search or ()), data=tuple(args.data or ()),
+                      model=args.model, prompt_style=args.prompt_style, limit=args.limit, seed=args.seed,
+                      device=args.device, train=train)
+    train_router(run, args.out)
+    print(f"trained {run.kind} router saved in {args.out} (polar.routers.load_router)")
     return 0
 
 
@@ -423,6 +437,32 @@ def build_parser() -> argparse.ArgumentParser:
                          "default search")
     _add_runtime_flags(tr)
     tr.set_defaults(func=cmd_train)
+
+    trr = sub.add_parser("train-router", help="train an online router (DR.LLM, MindSkip, FlexiDepth) for a model",
+                         epilog="example: polar train-router --kind drllm --search results/search/skip_loop/*.jsonl "
+                                "--out runs/drllm ; polar train-router --kind mindskip --data synthetic:1:200:train "
+                                "--out runs/mindskip")
+    trr.add_argument("--kind", required=True, choices=ROUTER_KINDS,
+                     help="drllm: skip/run/repeat per layer, labels from --search; mindskip: attention gates; "
+                          "flexidepth: per-token layer gates (both trained with the LM loss on --data)")
+    trr.add_argument("--search", nargs="+", default=None, help="search results JSONL file(s) (--kind drllm)")
+    trr.add_argument("--data", action="append", default=None,
+                     help="training problems, a --data spec (--kind mindskip/flexidepth); repeat for several")
+    trr.add_argument("--out", required=True, help="checkpoint folder (a rerun resumes or reuses it)")
+    trr.add_argument("--model", default="default", help="the base model ('default', a local folder or a hub id)")
+    trr.add_argument("--prompt-style", default=None, choices=PROMPT_STYLES,
+                     help="default: the search records' (drllm), else " + DEFAULT_PROMPT_STYLE)
+    trr.add_argument("--limit", type=int, default=None, help="first N records of each --search / problems of each --data")
+    trr.add_argument("--epochs", type=int, default=None, help=f"default {RouterTrainConfig.epochs}")
+    trr.add_argument("--batch-size", type=int, default=None, help=f"default {RouterTrainConfig.batch_size}")
+    trr.add_argument("--lr", type=float, default=None, help=f"peak AdamW learning rate (default {RouterTrainConfig.lr})")
+    trr.add_argument("--alpha", type=float, default=None,
+                     help=f"flexidepth: weight of the layer-usage penalty (default {RouterTrainConfig.alpha})")
+    trr.add_argument("--save-every", type=int, default=None,
+                     help=f"write the resumable state every N steps (default {RouterTrainConfig.save_every})")
+    trr.add_argument("--seed", type=int, default=0)
+    _add_runtime_flags(trr)
+    trr.set_defaults(func=cmd_train_router)
 
     ev = sub.add_parser("eval", help="evaluate PoLar against baselines on the same problems (resumable)",
                         epilog="example: polar eval --checkpoint ckpt/ --data synthetic:1:100 --data synthetic:2:100 "

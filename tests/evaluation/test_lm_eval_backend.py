@@ -136,6 +136,24 @@ def test_non_full_program_equals_reference_forward(tiny):
     assert list(compact.program) == [0, 1, 2, 3, 2, 3, 5]
 
 
+def test_router_requests_equal_their_replayed_programs(tiny):
+    """router=: each request runs what the router decides; a router that replays one program gives
+    what program= gives (log-likelihoods, greedy flags, generations, program statistics)."""
+    model, tok = tiny
+    reqs = ll_requests(2)
+    prog = [0, 1, 2, 2, 3, 5]
+    routed = _polar(model, tok, router=polar.ReplayRouter(polar.Program(prog)))
+    fixed = _polar(model, tok, program=prog)
+    a, b = routed.loglikelihood(reqs, disable_tqdm=True), fixed.loglikelihood(reqs, disable_tqdm=True)
+    assert [x for x, _ in a] == pytest.approx([x for x, _ in b], abs=1e-5) and [g for _, g in a] == [g for _, g in b]
+    assert routed.stats.as_dict() == fixed.stats.as_dict()
+    assert routed.get_model_info()["router"] == "ReplayRouter"
+    rng = random.Random(3)
+    contexts = [_words(rng, rng.randint(2, 12)) for _ in range(5)]
+    gen = _gen_requests(contexts, [{"until": [], "max_gen_toks": 6, "do_sample": False}] * len(contexts))
+    assert routed.generate_until(gen, disable_tqdm=True) == fixed.generate_until(gen, disable_tqdm=True)
+
+
 class StubPredictor:
     """A predictor whose top-1 program is a fixed function of the question (tests only)."""
 
@@ -203,10 +221,12 @@ def test_sampling_is_seeded_per_request(tiny):
 
 def test_bad_arguments_are_refused(tiny):
     model, tok = tiny
-    with pytest.raises(ValueError, match="router"):
-        _polar(model, tok, router="ckpt")
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(polar.UserError, match="router checkpoint|no config"):
+        _polar(model, tok, router="no/such/ckpt")
+    with pytest.raises(ValueError, match="one of"):
         _polar(model, tok, program="full", predictor=StubPredictor())
+    with pytest.raises(ValueError, match="one of"):
+        _polar(model, tok, program="full", router=polar.ReplayRouter(polar.full(D)))
     with pytest.raises(ValueError, match="outside"):
         _polar(model, tok, program="0-9")
     with pytest.raises(ValueError, match="num_beams"):

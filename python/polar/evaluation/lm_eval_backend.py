@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from ..errors import UserError
 from ..models import load_model
 from ..predictor import Predictor
 from ..programs import Program, parse_program_text, validate_program
+from ..routers import load_router
 from ..runtime import batched_execute, generate
 
 logger = logging.getLogger(__name__)
@@ -117,7 +119,12 @@ class PolarLM(TemplateLM):
       folder: each request runs the top-1 program predicted from its question
       (``predictor_input``: ``question``, the task document's ``question`` field, or ``context``,
       the whole prompt). Excludes ``program``.
-    - ``router``: refused (online routers are not built yet).
+    - ``router``: a router checkpoint folder (``polar train-router``) or a router object
+      (:class:`polar.Router`): layers run in order and the router decides per request
+      (:func:`polar.batched_execute` / :func:`polar.generate` with ``router=``). For log-likelihoods
+      it decides over the scored input (context + continuation, as one forward pass sees it); for
+      generation over the prompt, and the decided program is kept for decoding. Excludes
+      ``program`` and ``predictor``.
     - ``batch_size`` (rows per call, default 16), ``device``, ``dtype`` (float32 default),
       ``max_length`` (default from the model config), ``max_gen_toks`` (default 256), ``seed``
       (sampling; default 1234), ``policy`` / ``backend`` / ``share_prefix`` (as in
@@ -132,11 +139,8 @@ class PolarLM(TemplateLM):
         super().__init__()
         if unknown:
             raise UserError(f"PolarLM: unknown model argument(s) {sorted(unknown)}")
-        if router is not None:
-            raise UserError("PolarLM: router= is not available yet (online routers are not built); "
-                            "use program= or predictor=")
-        if program is not None and predictor is not None:
-            raise UserError("PolarLM: give program= or predictor=, not both")
+        if sum(x is not None for x in (program, predictor, router)) > 1:
+            raise UserError("PolarLM: give one of program=, predictor= or router=")
         if predictor_input not in PREDICTOR_INPUTS:
             raise UserError(f"PolarLM: predictor_input must be one of {PREDICTOR_INPUTS}, got {predictor_input!r}")
         if str(batch_size).startswith("auto"):
@@ -159,8 +163,10 @@ class PolarLM(TemplateLM):
         self.model.eval()
         self._device = self.model.device
         self.num_layers = int(self.model.config.num_hidden_layers)
-        self.program = None if predictor is not None else _program_arg("full" if program is None else program,
-                                                                       self.num_layers)
+        self.router = None if router is None else (load_router(router, self.model) if isinstance(router, (str, os.PathLike))
+                                                   else router)
+        self.program = None if (predictor is not None or router is not None) else _program_arg(
+            "full" if program is None else program, self.num_layers)
         self.predictor = None if predictor is None else self._load_predictor(predictor)
         self.predictor_name, self.predictor_input = predictor, predictor_input
         self._max_length, self._max_gen_toks = max_length, int(max_gen_toks)
@@ -218,6 +224,8 @@ class PolarLM(TemplateLM):
         info = {"model": self.model_name, "num_layers": self.num_layers}
         if self.program is not None:
             info["program"] = list(self.program)
+        elif self.router is not None:
+            info["router"] = type(self.router).__name__
         else:
             info["predictor"] = str(self.predictor_name)
             info["predictor_input"] = self.predictor_input
@@ -246,8 +254,11 @@ class PolarLM(TemplateLM):
                             "the predictor; pass predictor_input=context to predict from the whole prompt")
         return question
 
-    def programs_for(self, requests) -> list[Program]:
-        """The program of each request (the fixed one, or the predictor's top-1 for its question)."""
+    def programs_for(self, requests) -> list[Program | None]:
+        """The program of each request (the fixed one, or the predictor's top-1 for its question);
+        ``None`` for each with a router (it decides while the request runs)."""
+        if self.router is not None:
+            return [None] * len(requests)
         if self.predictor is None:
             programs = [self.program] * len(requests)
         else:
@@ -302,7 +313,7 @@ class PolarLM(TemplateLM):
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """lm-eval's token-level entry point (``(strings, context_ids, continuation_ids)`` triples),
         run under the fixed program; with a predictor, call :meth:`loglikelihood` instead."""
-        if self.program is None:
+        if self.program is None and self.router is None:
             raise UserError("PolarLM: token-level requests carry no question for the predictor")
         return self._score([(c, x) for _, c, x in requests], [self.program] * len(requests), disable_tqdm)
 
@@ -322,7 +333,7 @@ class PolarLM(TemplateLM):
             if not ctx or not cont:
                 raise UserError("PolarLM: a log-likelihood request with an empty context or continuation")
             inp = (ctx + cont)[-(L + 1):][:-1]
-            key = (tuple(prog), tuple(inp))
+            key = (None if prog is None else tuple(prog), tuple(inp))
             if key not in rows:
                 rows[key] = len(row_inputs)
                 row_inputs.append(inp)
@@ -343,10 +354,11 @@ class PolarLM(TemplateLM):
             for b, r in enumerate(batch):  # right padding: every row's columns start at 0
                 ids[b, :len(row_inputs[r])] = torch.tensor(row_inputs[r])
                 mask[b, :len(row_inputs[r])] = 1
-            res = batched_execute(self.model, [row_programs[r] for r in batch],
+            res = batched_execute(self.model, None if self.router is not None else [row_programs[r] for r in batch],
                                   {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)},
                                   all_positions=True, policy=self.policy, backend=self.backend_name,
-                                  share_prefix=self.share_prefix)
+                                  share_prefix=self.share_prefix, router=self.router)
+            self._count_routed(res.programs, [len(members[r]) for r in batch])
             for b, r in enumerate(batch):
                 n = len(row_inputs[r])
                 for m in members[r]:
@@ -427,9 +439,17 @@ class PolarLM(TemplateLM):
             mask[b, T - len(p):] = 1
         stops = [u for u in until if u]
         res = generate(self.model, self.tokenizer, {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)},
-                       programs, max_new_tokens=st["max_gen_toks"], do_sample=st["do_sample"],
+                       None if self.router is not None else programs, router=self.router, max_new_tokens=st["max_gen_toks"], do_sample=st["do_sample"],
                        temperature=st["temperature"], top_p=st["top_p"], top_k=st["top_k"],
                        stop_fn=(lambda row, text: any(u in text for u in stops)) if stops else None,
                        seed=seeds if st["do_sample"] else None, policy=self.policy, backend=self.backend_name,
                        share_prefix=self.share_prefix)
+        self._count_routed(res.programs, [1] * len(prompts))
         return [postprocess_generated_text(self.tok_decode(toks), until, None) for toks in res.tokens]
+
+    def _count_routed(self, programs: Sequence[Program], counts: Sequence[int]) -> None:
+        """With a router, record the programs it decided (each for ``counts[i]`` requests)."""
+        if self.router is not None:
+            for prog, c in zip(programs, counts):
+                for _ in range(c):
+                    self.stats.add(prog, self.num_layers)
