@@ -1,14 +1,17 @@
 """Decode throughput: 32 new tokens (greedy, no EOS) for the prefill batches.
 
 Variants: ``polar.generate`` with the ``bound`` policy (the default), ``lowest`` (not on SmolLM2
-B=8: the B=32 case carries the comparison) and ``step`` (tiny model only), HF ``model.generate``
+B=8: the B=32 case carries the comparison) and ``step`` (tiny model only), ``polar_shared`` (the
+default call: ``bound`` with ``share_prefix=True``), HF ``model.generate``
 of the same batch at fixed depth, and ``polar.generate`` one row at a time (not on tiny B=128:
 ~70 s for a ratio that only grows with B). ``*_prefill`` variants run the
 same call with one new token (prefill + first token, no decode pass), so that
 ``time(32) - time(1)`` isolates the 31 decode passes.
 
 Work (row-layer x token applications): polar ``sum(len) * T + decode_row_layers``; fixed depth
-``B * D * (T + 31)``. Prefix sharing is off (``share_prefix=False``), as in ``test_prefill.py``.
+``B * D * (T + 31)``. Prefix sharing is off (``share_prefix=False``), as in ``test_prefill.py``,
+except in ``polar_shared`` (its work counts a state computed once once; on these batches of
+distinct random prompts nothing is shared, so it does the unshared work).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from variants import fixed_generate, one_at_a_time_generate
 CASES = [("tiny", 8), ("tiny", 32), ("tiny", 128), ("smollm2", 8), ("smollm2", 32)]
 if LARGE:
     CASES.append(("smollm2", 128))
-VARIANTS = ["hf_generate", "hf_generate_prefill", "polar_bound", "polar_bound_prefill", "polar_lowest",
+VARIANTS = ["hf_generate", "hf_generate_prefill", "polar_bound", "polar_bound_prefill", "polar_shared",
+            "polar_shared_prefill", "polar_lowest",
             "polar_lowest_prefill", "polar_step", "polar_step_prefill", "one_at_a_time"]
 
 
@@ -62,9 +66,10 @@ def test_decode(benchmark, models, model_name, B, variant):
         work = B * D * (T + new - 1)
         decode_work = B * D * (new - 1)
     elif variant.startswith("polar_"):
-        policy = variant.split("_")[1]
+        share = variant.startswith("polar_shared")
+        policy = "bound" if share else variant.split("_")[1]
         fn = lambda: polar.generate(model, None, inputs, progs, new, eos_token_id=[], policy=policy,
-                                         share_prefix=False)  # noqa: E731
+                                         share_prefix=share)  # noqa: E731
         work = decode_work = None
     else:
         fn = lambda: one_at_a_time_generate(model, progs, inputs, new)  # noqa: E731
@@ -74,7 +79,7 @@ def test_decode(benchmark, models, model_name, B, variant):
     if variant.startswith("polar_"):
         assert all(len(t) == new for t in out.tokens)
         decode_work = out.decode_row_layers
-        work = batch.program_steps * T + decode_work
+        work = out.prefill_work + decode_work  # = program_steps * T unless states are shared
         benchmark.extra_info.update(prefill_waves=out.prefill_waves, decode_waves=out.decode_waves)
     elif variant.startswith("hf_generate"):
         assert out.shape == (B, T + new)

@@ -209,3 +209,41 @@ def test_a_unit_can_share_its_layer_call_with_its_ancestors():
     plan = plan_prefill(tree, pack(programs), "bound", D, torch.device("cpu"))
     assert len(plan.levels) == 2 and plan.levels[1].reads and not plan.levels[0].reads
     assert set(tree.depth[plan.levels[1].nodes]) == {1, 2}
+
+
+@pytest.mark.parametrize("n,Q,K", [(1, 1, 1), (3, 1, 7), (4, 5, 9)])
+def test_pool_view_writes_then_reads_its_index_table(n, Q, K):
+    """``PoolView.update`` writes each unit's columns to ``write_index`` and returns exactly the pool
+    entries ``read_index`` lists (``keys[read_index]``, as ``[n, H, K, hd]``), the new ones included."""
+    from polar.runtime.cache import PooledKVCache, PoolView
+
+    g = torch.Generator().manual_seed(n * 100 + K)
+    H, hd, P = 3, 8, 40
+    pool = PooledKVCache(P, H, hd, torch.float32, torch.device("cpu"))
+    pool.keys.normal_(generator=g)
+    pool.values.normal_(generator=g)
+    write = torch.randperm(P - 1, generator=g)[: n * Q] + 1
+    read = torch.randint(0, P, (n, K), generator=g)
+    read[:, -1] = write.view(n, Q)[:, -1]                                # each unit reads its last new column
+    key, value = torch.randn(n, H, Q, hd, generator=g), torch.randn(n, H, Q, hd, generator=g)
+    k, v = PoolView(pool, write, read).update(key, value, 0)
+    assert torch.equal(pool.keys[write], key.transpose(1, 2).reshape(n * Q, H, hd))
+    assert torch.equal(k, pool.keys[read].transpose(1, 2)) and torch.equal(v, pool.values[read].transpose(1, 2))
+    assert torch.equal(k[:, :, -1], key[:, :, -1]) and torch.equal(v[:, :, -1], value[:, :, -1])
+    assert k.shape == (n, H, K, hd)
+
+
+def test_pool_reserve_keeps_entries_and_zeroes_new_ones():
+    from polar.runtime.cache import PooledKVCache
+
+    pool = PooledKVCache(5, 2, 4, torch.float32, torch.device("cpu"), max_entries=12)
+    pool.keys.normal_()
+    pool.values.normal_()
+    keys, values = pool.keys.clone(), pool.values.clone()
+    pool.reserve(4)                                                     # fits: nothing changes
+    assert pool.entries == 5
+    pool.reserve(7)                                                     # doubles to 10
+    assert pool.entries == 10 and torch.equal(pool.keys[:5], keys) and torch.equal(pool.values[:5], values)
+    assert not pool.keys[5:].any() and not pool.values[5:].any()
+    pool.reserve(11)                                                    # capped at max_entries
+    assert pool.entries == 12 and torch.equal(pool.keys[:5], keys) and not pool.keys[5:].any()
