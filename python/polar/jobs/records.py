@@ -27,6 +27,16 @@ from ..errors import UserError, UserFileNotFoundError
 logger = logging.getLogger(__name__)
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never a torn file)."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class SettingsMismatchError(UserError):
     """The results file holds records written with other settings."""
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, UserFileNotFoundError
+from ..jobs import write_atomic
 from ._config import DecodeConfig, PredictorConfig
 from ._decode import Prediction, decode_batch
 from ._encoder import TextEncoder, load_encoder
@@ -43,16 +44,6 @@ def _same_spec(a: str, b: str) -> bool:
 
 def _fingerprint_of(identity: str) -> str:
     return identity.rsplit(":", 1)[-1]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never a torn file)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 #: Where the predictor shipped for the default model lives (package data).

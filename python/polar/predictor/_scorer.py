@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..jobs import write_atomic
 from ..programs import full, validate_program
 from ..tasks import Problem, build_prompt
 from ..search import LibraryEntry, SweepMatrix, read_results, read_sweep
@@ -52,7 +53,6 @@ from ..search._library import library_from_json
 from ._config import ScorerConfig, ScorerTrainConfig
 from ._encoder import TextEncoder, load_encoder
 from ._features import llm_features_cached, programs_features, text_features
-from ._predictor import write_atomic
 from ._selection import CoValidity, pass_at_k, select_top_k, static_cover
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,8 @@ from ..search import read_sweep
 from ._config import DecodeConfig, PredictorConfig, TrainConfig
 from ._decode import decode_batch
 from ._encoder import TextEncoder, encode_cached, load_encoder, pad_tokens
-from ._predictor import Predictor, write_atomic
+from ..jobs import write_atomic
+from ._predictor import Predictor
 from ._targets import (ProblemTargets, SearchRecord, TargetReport, build_targets, load_search_results, records_from_sweep,
                        sha256_file)
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError, UserFileNotFoundError
+from ..jobs import write_atomic
 from ..runtime.adapters import get_adapter
 from ._config import ROUTER_KINDS, config_from_dict
 from ._drllm import DrLLMRouter
@@ -34,16 +35,6 @@ CONFIG_FILE = "config.json"
 
 #: The router class of each kind.
 ROUTER_CLASSES = {"drllm": DrLLMRouter, "mindskip": MindSkipRouter, "flexidepth": FlexiDepthRouter}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (never a torn file)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def base_model_info(model: nn.Module, name: str | None = None) -> dict[str, Any]:

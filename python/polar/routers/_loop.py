@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ._checkpoint import write_atomic
+from ..jobs import write_atomic
 from ._config import RouterTrainConfig
 
 STATE_FILE = "train_state.pt"
