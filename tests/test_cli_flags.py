@@ -136,6 +136,7 @@ ROWS = [
      ("direct", "direct")),
     (EVAL, ["--max-new-tokens", "11"], lambda c: eval_cfg(c).max_new_tokens, 11),
     (EVAL, ["--batch-size", "3"], lambda c: eval_cfg(c).batch_size, 3),
+    (EVAL, ["--prefix-cache-mb", "5"], lambda c: eval_cfg(c).prefix_cache_mb, 5),
     (EVAL, ["--seed", "8"], lambda c: (eval_cfg(c).seed, c.arg("build_methods", key="seed")), (8, 8)),
     (EVAL, ["--out", "OUT/e2"], lambda c: Path(c.arg("run_eval", 4)).name, "e2"),
     (EVAL, ["--no-retry-failed"], lambda c: c.arg("run_eval", key="retry_failed"), False),

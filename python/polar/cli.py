@@ -266,7 +266,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     names = args.methods
     config = EvalConfig(model=args.model, data=args.data, k=args.k, batch_size=args.batch_size,
                         prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                        limit=args.limit, checkpoint=args.checkpoint, device=args.device)
+                        limit=args.limit, checkpoint=args.checkpoint, device=args.device,
+                        prefix_cache_mb=args.prefix_cache_mb)
     check_device(args.device)
     problems = load_problems(config)  # bad specs fail here, before any model is loaded
     search_records = read_results(args.search, same_settings=False) if args.search else []
@@ -487,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=64)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", required=True, help="output folder (records.jsonl, report.md, summary.json, PNGs)")
+    ev.add_argument("--prefix-cache-mb", type=int, default=DEFAULT_PREFIX_CACHE_MB,
+                    help="memory for the few-shot prefix's states kept across calls (0: off; same records)")
     _add_retry_flag(ev)
     _add_ray_flags(ev)
     _add_runtime_flags(ev)

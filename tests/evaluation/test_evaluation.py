@@ -11,6 +11,7 @@ from polar.evaluation import (BaseGreedy, BaseSampling, EvalConfig, RandomSegmen
                               SearchOracle, StaticPrograms, best_static_programs, block_influence, majority_answer,
                               pass_at, run_eval, shortgpt_programs, single_edit, summarize, write_report)
 from polar.evaluation import run as run_module
+from polar.runtime import resume as resume_module
 from polar.evaluation.metrics import maj_at
 from polar.tasks import Problem
 from polar.testing import tiny_model, tiny_tokenizer
@@ -90,10 +91,11 @@ def test_every_candidate_runs_in_batched_calls_and_the_run_resumes(tmp_path, mon
     real = run_module.generate
 
     def counting(model_, tok_, prompts, programs, *args, **kwargs):
-        calls.append((len(prompts), kwargs.get("do_sample")))
+        calls.append((len(programs), bool(kwargs.get("do_sample"))))
         return real(model_, tok_, prompts, programs, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "generate", counting)
+    monkeypatch.setattr(resume_module, "generate", counting)  # greedy rows run through polar.runtime.resume
     problems = [("synthetic:1:6", Problem(id=f"p{i}", question=f"w{5 + i} w{9 + i}", answer="3", source="synthetic", level=1))
                 for i in range(6)]
     config = EvalConfig(model="tiny", data=["synthetic:1:6"], k=3, batch_size=64, max_new_tokens=3, chunk_problems=4)

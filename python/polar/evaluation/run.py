@@ -1,13 +1,23 @@
 """``polar eval``: every method on the same problems in one resumable run.
 
 Problems are taken in chunks; for a chunk, the candidates of all methods and problems are run
-together through :func:`polar.generate` (greedy rows in one call per ``batch_size`` rows, sampled
-rows grouped by temperature) under the prompt style's generation setting
-(:func:`polar.tasks.generation_setting`: the search's token budget, stop strings and
-early-answer rule), graded, and one record per problem is appended to ``OUT/records.jsonl`` (a
-rerun skips finished problems and retries failed ones; other settings are refused). Identical
-greedy rows of one problem (the same program under two methods) run once and count for both:
-greedy decoding is deterministic, so this is the same execution, not a cached verdict.
+together through :func:`polar.generate` (greedy rows in calls of ``batch_size`` rows, a
+problem's rows together, sampled rows grouped by temperature) under the prompt style's
+generation setting (:func:`polar.tasks.generation_setting`: the search's token budget, stop
+strings and early-answer rule), graded, and one record per problem is appended to
+``OUT/records.jsonl`` (a rerun skips finished problems and retries failed ones; other settings
+are refused). One row is generated per distinct (prompt, program, temperature, sampling seed)
+and every candidate that asks for it reads it (base greedy, the full program among the best
+static programs and the predictor's full-program candidate are one row): greedy decoding is
+deterministic, so this is the same execution, not a cached verdict. One
+:class:`polar.runtime.PrefixCache` serves the whole run (``prefix_cache_mb``), anchored at the
+prompts' common token prefix (the few-shot shots), so each program prefix runs over the shots
+once per run instead of once per call; greedy rows still unsettled after
+:data:`DEFER_TOKENS` tokens of their call are continued together at the end of the chunk
+(:func:`polar.runtime.resume.advance`: the same tokens) instead of decoding alone at the end of
+each call. ``EvalConfig.legacy_rows`` runs the earlier plan (no cache, no continuation, rows in
+method order; greedy rows deduplicated per problem and program), for tests and benchmarks: the
+records are the same.
 
 Sampling is reproducible: every sampled row draws from its own generator, seeded from
 ``(seed, problem id, method, candidate rank)`` (:func:`row_seed`), so a problem's records are the
@@ -38,11 +48,13 @@ from tqdm import tqdm
 from .._checks import check_int
 from ..errors import UserError
 from ..jobs import ModelWorker, RayOptions, ResultsFile, read_records, report_failed, run_ray, versions
-from ..runtime import generate
+from ..runtime import PrefixCache, generate, prefix_cache_bytes
+from ..runtime.resume import ResumableRow, advance, row_text
 from ..tasks import Problem, answer_rule, build_prompt, generation_setting, resolve
 from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, RandomSegmentPrograms,
                       RandomSingleEdits, ScorerMethod, SearchOracle, StaticPrograms, best_static_programs,
                       is_scorer, sweep_static_programs)
+from ..search._evaluate import DEFAULT_PREFIX_CACHE_MB
 from ..search._sweep import answer_logprobs
 from .shortgpt import block_influence, shortgpt_programs
 from .metrics import candidate_answer, answer_correct
@@ -69,6 +81,8 @@ class EvalConfig:
     chunk_problems: int = 16               # problems whose candidates run together (does not change results)
     checkpoint: str | None = None          # predictor checkpoint (recorded)
     device: str | None = None              # where the model runs (Ray actors too); not a result setting
+    prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB  # the run's PrefixCache (0: none; does not change results)
+    legacy_rows: bool = False              # the earlier execution plan (tests, benchmarks; same results)
 
     def generation(self) -> tuple[int, bool]:
         """``(max_new_tokens, early_answer)`` of this run: the style's setting unless overridden."""
@@ -108,6 +122,7 @@ def load_problems(config: EvalConfig) -> list[tuple[str, Problem]]:
     check_int(config.chunk_problems, "chunk_problems")
     check_int(config.limit, "--limit", minimum=0, optional=True)
     check_int(config.generation()[0], "--max-new-tokens")
+    prefix_cache_bytes(config.prefix_cache_mb)
     out = []
     for spec in config.data:
         problems = resolve(spec)
@@ -122,9 +137,40 @@ class EvalWorker(ModelWorker):
     def __init__(self, config: EvalConfig, methods: Sequence[Method], threads: int | None = None):
         super().__init__(config.model, config.device, threads)
         self.config, self.methods = config, list(methods)
+        self.cache = RunCache(self.model, config)
 
     def run(self, units: list[tuple[str, Problem]]) -> list[dict]:
-        return _timed_chunk(units, self.methods, self.model, self.tokenizer, self.config)
+        self.cache.declare(self.tokenizer, [build_prompt(p, self.config.prompt_style, self.tokenizer) for _, p in units])
+        return _timed_chunk(units, self.methods, self.model, self.tokenizer, self.config, self.cache)
+
+
+class RunCache:
+    """The run's :class:`polar.runtime.PrefixCache` (``None`` with ``prefix_cache_mb=0`` or
+    ``legacy_rows``) and its anchor: the longest common token prefix of every prompt declared so
+    far (the few-shot shots and the question's fixed words), so that a call's prompts split there
+    and their shots' states are found under one anchor whatever problems the call holds."""
+
+    def __init__(self, model, config: EvalConfig):
+        budget = 0 if config.legacy_rows else prefix_cache_bytes(config.prefix_cache_mb)
+        self.cache = PrefixCache(budget, model) if budget else None
+        self.anchor: tuple[int, ...] | None = None
+
+    def declare(self, tokenizer, prompts: Sequence[str]) -> PrefixCache | None:
+        """Shorten the anchor to the common token prefix of ``prompts`` and the anchor before
+        (a single distinct prompt keeps it); returns the cache."""
+        if self.cache is None:
+            return None
+        seqs = {tuple(ids) for ids in tokenizer(list(prompts), padding=False)["input_ids"]}
+        if self.anchor is not None:
+            seqs.add(self.anchor)
+        if len(seqs) >= 2:
+            first, n = next(iter(seqs)), 0
+            while all(len(q) > n for q in seqs) and len({q[n] for q in seqs}) == 1:
+                n += 1
+            self.anchor = first[:n] if n else self.anchor
+        if self.anchor:
+            self.cache.root(self.anchor, create=True)
+        return self.cache
 
 
 def read_eval_records(path: str | os.PathLike) -> list[dict]:
@@ -165,10 +211,12 @@ def run_eval(config: EvalConfig, methods: Sequence[Method], model, tokenizer, ou
         run_ray(todo, functools.partial(EvalWorker, config, list(methods), threads), store, ray, desc="eval",
                 key=lambda unit: _key(*unit))
     elif todo:
+        cache = RunCache(model, config)
+        cache.declare(tokenizer, [build_prompt(p, config.prompt_style, tokenizer) for _, p in todo])
         with tqdm(total=len(todo), desc="eval", unit="problem") as bar:
             for c in range(0, len(todo), config.chunk_problems):
                 chunk = todo[c:c + config.chunk_problems]
-                store.append(_timed_chunk(chunk, methods, model, tokenizer, config))
+                store.append(_timed_chunk(chunk, methods, model, tokenizer, config, cache))
                 bar.update(len(chunk))
     records = [store.records.get(_key(s, p)) for s, p in problems]
     failed = [_key(s, p) for (s, p), r in zip(problems, records) if r is None or r.get("failed")]
@@ -180,16 +228,16 @@ def _key(spec: str, problem: Problem) -> str:
     return f"{spec}::{problem.id}"
 
 
-def _timed_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dict]:
+def _timed_chunk(chunk, methods, model, tokenizer, config: EvalConfig, cache: RunCache | None = None) -> list[dict]:
     start = time.perf_counter()
-    records = _run_chunk(chunk, methods, model, tokenizer, config)
+    records = _run_chunk(chunk, methods, model, tokenizer, config, cache)
     wall = (time.perf_counter() - start) / len(chunk)
     for rec in records:
         rec["wall_s"] = round(wall, 4)
     return records
 
 
-def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dict]:
+def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig, cache: RunCache | None = None) -> list[dict]:
     problems = [p for _, p in chunk]
     rows: list[_Row] = []
     overhead = {}
@@ -201,7 +249,11 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dic
             rows += [_Row(i, m.name, r, c) for r, c in enumerate(cands[: config.k])]
         overhead[m.name] = (m.overhead_s - before) / len(problems)
     prompts = [build_prompt(p, config.prompt_style, tokenizer) for p in problems]
-    outputs, logprobs = _execute(rows, problems, prompts, model, tokenizer, config)
+    if config.legacy_rows:
+        outputs, logprobs = _execute_legacy(rows, problems, prompts, model, tokenizer, config)
+    else:
+        prefix_cache = cache.declare(tokenizer, prompts) if cache is not None else None
+        outputs, logprobs = _execute(rows, problems, prompts, model, tokenizer, config, prefix_cache)
     records = []
     for i, (spec, problem) in enumerate(chunk):
         by_method: dict[str, list[dict]] = {m.name: [] for m in methods}
@@ -220,9 +272,68 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig) -> list[dic
     return records
 
 
+#: Greedy rows still unfinished after this many tokens of their call are continued together at the
+#: end of the chunk (their answer has not settled; 95% of the sweeps' rows settle within 6 tokens;
+#: bench/eval_speed.py measured 6 slightly faster than 8).
+DEFER_TOKENS = 6
+
+
 def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], model, tokenizer,
-             config: EvalConfig) -> tuple[list[str], list[float | None]]:
-    """Output text and first-answer-token log-probability of every row: greedy rows deduplicated per (problem, program), then all rows of
+             config: EvalConfig, prefix_cache: PrefixCache | None = None) -> tuple[list[str], list[float | None]]:
+    """Output text and first-answer-token log-probability of every row (see the module docstring):
+    one generated row per distinct (prompt, program, temperature, seed); greedy ones a problem's
+    rows together in calls of ``batch_size`` (rows unfinished after :data:`DEFER_TOKENS` tokens
+    continued together afterwards), sampled ones per temperature, each from its own generator
+    (:func:`row_seed`)."""
+    max_new, early = config.generation()
+    stop = list(generation_setting(config.prompt_style).stop_strings)
+    rules = [answer_rule(config.prompt_style, p) if early else None for p in problems]
+    groups: dict[tuple, list[int]] = {}
+    for j, row in enumerate(rows):
+        c, problem = row.candidate, problems[row.problem]
+        seed = row_seed(config.seed, problem.id, row.method, row.rank) if c.temperature > 0 else None
+        groups.setdefault((c.temperature, prompts[row.problem], bool(problem.choices), tuple(c.program), seed),
+                          []).append(j)
+    texts: list[str | None] = [None] * len(rows)
+    firsts_lp: list[float | None] = [None] * len(rows)
+
+    def fan_out(key: tuple, text: str, tokens, logprobs) -> None:
+        lp = answer_logprobs(tokenizer, tokens, logprobs)[0]
+        for j in groups[key]:
+            texts[j], firsts_lp[j] = text, None if lp is None else round(float(lp), 5)
+
+    ids = tokenizer(list(prompts), padding=False)["input_ids"]
+    greedy = sorted((k for k in groups if k[0] == 0), key=lambda k: (rows[groups[k][0]].problem, k[3]))
+    runs: dict[tuple, ResumableRow] = {}
+    for b in range(0, len(greedy), config.batch_size):
+        part = greedy[b:b + config.batch_size]
+        firsts = [rows[groups[k][0]] for k in part]
+        batch = [ResumableRow(list(ids[r.problem]), list(r.candidate.program), rules[r.problem]) for r in firsts]
+        advance(model, tokenizer, batch, max_new, stop, cut_after=DEFER_TOKENS, prefix_cache=prefix_cache)
+        runs.update(zip(part, batch))
+    tail = [r for r in runs.values() if not r.done]
+    for b in range(0, len(tail), config.batch_size):
+        advance(model, tokenizer, tail[b:b + config.batch_size], max_new, stop, prefix_cache=prefix_cache)
+    for k, r in runs.items():
+        fan_out(k, row_text(tokenizer, r, stop), r.tokens, r.token_logprobs)
+    temps = sorted({k[0] for k in groups if k[0] > 0})
+    for temp in temps:
+        keys = [k for k in groups if k[0] == temp]
+        for b in range(0, len(keys), config.batch_size):
+            part = keys[b:b + config.batch_size]
+            firsts = [rows[groups[k][0]] for k in part]
+            stop_fn = (lambda i, text, firsts=firsts: rules[firsts[i].problem](text)) if early else None
+            out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], [r.candidate.program for r in firsts],
+                           max_new, stop_strings=stop, stop_fn=stop_fn, do_sample=True, temperature=temp,
+                           seed=[k[4] for k in part], prefix_cache=prefix_cache)
+            for r, k in enumerate(part):
+                fan_out(k, out.texts[r], out.tokens[r], out.token_logprobs[r])
+    return texts, firsts_lp  # type: ignore[return-value]
+
+
+def _execute_legacy(rows: list[_Row], problems: list[Problem], prompts: list[str], model, tokenizer,
+                    config: EvalConfig) -> tuple[list[str], list[float | None]]:
+    """The earlier plan (``EvalConfig.legacy_rows``): output text and first-answer-token log-probability of every row: greedy rows deduplicated per (problem, program), then all rows of
     one temperature in ``generate`` calls of ``batch_size`` rows; a sampled row draws from its own
     generator (:func:`row_seed`)."""
     max_new, early = config.generation()

@@ -238,7 +238,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
              seed: int | Sequence[int] | None = None, policy: str = DEFAULT_POLICY,
              max_program_length: int | None = None, backend: str = "auto",
              share_prefix: bool = True, prefix_cache: PrefixCache | None = None,
-             router=None) -> GenerationResult:
+             router=None, prefix_tokens: Sequence[Sequence[int]] | None = None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` per row, row ``r`` running ``programs[r]``.
 
     ``inputs``: text (str or list of str, needs ``tokenizer``; left-padded), a dict/BatchEncoding
@@ -258,6 +258,9 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
     (:class:`polar.runtime.PrefixCache`, needs ``share_prefix``): states of the prompts' common
     prefix are looked up in it and stored into it, so that later calls on prompts with the same
     prefix (a search's rounds) skip the program prefixes computed before; same tokens.
+    ``prefix_tokens`` (one list per row; :mod:`polar.runtime.resume`): new tokens a row generated
+    in an earlier call, whose continuation this call is (they end its prompt): stop strings,
+    ``stop_fn`` and ``texts`` see the decoded ``prefix_tokens[r] + new tokens``.
 
     ``router`` (with ``programs=None``; :mod:`polar.runtime.routing`): the router decides each
     row's program over the prompt, layer by layer (and may gate sub-layers or tokens), and decoding
@@ -293,6 +296,9 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
         progs = validate_programs(programs, B, adapter.num_layers, max_program_length)
     eos = _eos_ids(model, tokenizer, eos_token_id)
     generator = row_generators(seed, B)
+    if prefix_tokens is not None and len(prefix_tokens) != B:
+        raise UserError(f"got {len(prefix_tokens)} prefix_tokens lists for a batch of {B} rows")
+    before = [list(p) for p in prefix_tokens] if prefix_tokens is not None else [[] for _ in range(B)]
 
     if prefix_cache is not None:
         if not share_prefix:
@@ -325,7 +331,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
         for i, (row, tok, lp) in enumerate(zip(active, next_tokens.tolist(), logprobs.tolist())):
             result.tokens[row].append(tok)
             result.token_logprobs[row].append(lp)
-            reason = _finish_reason(tok, eos, tokenizer, result.tokens[row], stop_strings, stop_fn, row)
+            reason = _finish_reason(tok, eos, tokenizer, before[row] + result.tokens[row], stop_strings, stop_fn, row)
             if reason is None:
                 keep.append(i)
             else:
@@ -350,7 +356,7 @@ def generate(model, tokenizer, inputs, programs, max_new_tokens: int = 64, *, do
         result.attention_gates = None if gates is None else gates.cpu()
         result.token_layers = engine.token_layers()
     if tokenizer is not None:
-        result.texts = [_text(tokenizer, toks, stop_strings) for toks in result.tokens]
+        result.texts = [_text(tokenizer, b + toks, stop_strings) for b, toks in zip(before, result.tokens)]
     return result
 
 

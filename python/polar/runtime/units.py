@@ -91,7 +91,8 @@ def build_prompt_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
     ``anchors``: token sequences; a depth-0 node that extends one of them is split after the
     longest such anchor, so that node's states can be found under the anchor's tokens (the
-    states cached by :class:`.prefix_cache.PrefixCache` across calls)."""
+    states cached by :class:`.prefix_cache.PrefixCache` across calls). A node equal to an
+    anchor is that anchor's longest match: it is not split at a shorter one."""
     ids, mask = input_ids.cpu(), attention_mask.cpu().bool()
     B, T = ids.shape
     lengths = mask.sum(1).numpy().astype(np.int64)
@@ -109,8 +110,8 @@ def build_prompt_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor,
             seg = tokens[grp, s:]                                       # [n, T - s]
             same = (seg == seg[0]).all(0) & (seg[0] >= 0)
             e = s + (int(np.argmin(same)) if not same.all() else same.size)
-            if par < 0:  # split after the longest anchor this node extends
-                e = max((len(a) for a in anchors if 0 < len(a) < e and np.array_equal(seg[0, :len(a)], a)), default=e)
+            if par < 0:  # split after the longest anchor this node extends (a node equal to an anchor stays whole)
+                e = max((len(a) for a in anchors if 0 < len(a) <= e and np.array_equal(seg[0, :len(a)], a)), default=e)
             g = len(start)
             start.append(s), end.append(e), parent.append(par), depth.append(d), rep.append(int(grp[0]))
             for r in grp.tolist():

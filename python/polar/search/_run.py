@@ -5,7 +5,11 @@ The driver keeps a pool of trees. Each round it asks every tree that fits for it
 starts new trees from the queue while the batch has room, grades the whole batch with ONE
 :meth:`Evaluator.evaluate` call of at most ``batch_size`` rows and feeds the grades back.
 A tree's rounds are atomic (all its leaves go into one call), so each tree, and so each
-record, is the same whatever the batch size or the other problems.
+record, is the same whatever the batch size or the other problems. With an evaluator that
+carries unsettled rows into its next call (:meth:`GenerateEvaluator.evaluate_some` with
+``defer_tokens``), a tree whose round still has rows running waits for them before it proposes again, and the
+carried rows count toward the next call's ``batch_size``: the trees are the same; only the order
+in which they finish (the file's order of records) may change.
 
 Every finished problem is appended at once to a :class:`polar.jobs.ResultsFile` (flush +
 fsync) with the PoLar supervision fields (``question``, ``gt_ans``, ``initial_score``,
@@ -156,32 +160,43 @@ def search_problems(problems: list[Problem], evaluator: Evaluator, config: Searc
     active: deque[_Active] = deque()
     trees: dict[str, Tree] = {}
     evaluated = valid = 0
+    # an evaluator that carries unsettled rows into its next call (GenerateEvaluator.evaluate_some)
+    deferring = bool(getattr(evaluator, "defer_tokens", None)) and hasattr(evaluator, "evaluate_some")
     start = time.perf_counter()
     bar = tqdm(total=len(problems), desc="search", unit="problem", disable=not progress)
     try:
         while queue or active:
             batch: list[tuple[_Active, object]] = []
-            served, waiting = [], []
+            served, waiting, blocked = [], [], []
+            room = batch_size - (evaluator.carried if deferring else 0)  # carried rows are rows of the call
             for item in active:
-                if len(batch) + item.tree.max_proposals(config.leaves_per_round) > batch_size:
+                if item.tree.pending:  # some rows of its round are still being generated
+                    blocked.append(item)
+                    continue
+                if len(batch) + item.tree.max_proposals(config.leaves_per_round) > room:
                     waiting.append(item)
                     continue
                 batch += [(item, node) for node in item.tree.propose(config.leaves_per_round)]
                 served.append(item)
-            while queue and not waiting and len(batch) < batch_size and (
-                    max_active is None or len(served) + len(waiting) < max_active):
+            while queue and not waiting and len(batch) < room and (
+                    max_active is None or len(served) + len(waiting) + len(blocked) < max_active):
                 problem = queue.popleft()
                 item = _Active(problem, Tree(problem.id, evaluator.num_layers, config), time.perf_counter())
                 trees[problem.id] = item.tree
                 batch += [(item, node) for node in item.tree.propose(config.leaves_per_round)]
                 served.append(item)
-            grades = evaluator.evaluate([(item.problem, node.program) for item, node in batch]) if batch else []
-            for (item, node), correct in zip(batch, grades):
+            if deferring:
+                graded = [(item, node, correct) for (item, node), correct in
+                          evaluator.evaluate_some([((item, node), item.problem, node.program) for item, node in batch])]
+            else:
+                grades = evaluator.evaluate([(item.problem, node.program) for item, node in batch]) if batch else []
+                graded = [(item, node, correct) for (item, node), correct in zip(batch, grades)]
+            for item, node, correct in graded:
                 item.tree.record(node, correct)
-            evaluated += len(batch)
-            valid += sum(grades)
+            evaluated += len(graded)
+            valid += sum(correct for *_, correct in graded)
             active = deque(waiting)
-            for item in served:
+            for item in blocked + served:
                 if item.tree.finished:
                     if on_finish is not None:
                         on_finish(item.problem, item.tree, time.perf_counter() - item.started)

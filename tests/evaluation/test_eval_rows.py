@@ -1,0 +1,114 @@
+"""``polar eval``'s execution plan (one generated row per distinct (prompt, program, temperature,
+seed), the run's prefix cache, unsettled greedy rows continued at the end of the chunk) writes the
+records of the earlier plan (``EvalConfig.legacy_rows``) and of each method run on its own."""
+import json
+
+import pytest
+
+from polar.evaluation import BaseGreedy, BaseSampling, EvalConfig, RandomSingleEdits, StaticPrograms, run_eval
+from polar.evaluation import run as run_module
+from polar.evaluation.methods import Candidate, Method
+from polar.programs import Program, full
+from polar.tasks import Problem
+from polar.testing import tiny_model, tiny_tokenizer
+
+D = 6
+TIMING = ("wall_s", "overhead_s")
+
+
+class FullFirst(Method):
+    """A predictor stand-in: the full program first, then two edits."""
+
+    name = "polar"
+
+    def candidates(self, problems, k):
+        return [[Candidate(full(D), 0.0, 0.0), Candidate(Program(list(range(1, D))), 0.0, -1.0),
+                 Candidate(Program(list(range(D)) + [D - 1]), 0.0, -2.0)][:k] for _ in problems]
+
+
+def _methods():
+    return [FullFirst(), BaseGreedy(D), BaseSampling(D, 0.7),
+            StaticPrograms("best_static", [list(range(D)), list(range(D - 1)), list(range(1, D))]),
+            RandomSingleEdits(D, seed=1)]
+
+
+def _problems():
+    out = [("s", Problem(id=f"p{i}", question=f"w{5 + i} w{9 + 2 * i}", answer="3", source="synthetic", level=1))
+           for i in range(5)]
+    # the same question twice (another id and gold): one prompt, so its greedy rows run once for both
+    out.append(("s", Problem(id="twin", question="w5 w9", answer="4", source="synthetic", level=1)))
+    return out
+
+
+def _records(out_dir):
+    lines = [json.loads(x) for x in (out_dir / "records.jsonl").read_text().splitlines() if x.strip()]
+    return {r["key"]: {k: v for k, v in r.items() if k not in TIMING} for r in lines}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model("llama", num_layers=D, seed=3), tiny_tokenizer()
+
+
+@pytest.mark.parametrize("early", [True, False])
+def test_new_plan_writes_the_records_of_the_legacy_plan_and_of_each_method_alone(tiny, tmp_path, monkeypatch, early):
+    model, tok = tiny
+    monkeypatch.setattr(run_module, "DEFER_TOKENS", 2)  # most rows are cut and continued at the chunk's end
+    rows_run, continued = [], []
+    real = run_module.advance
+
+    def counting(model_, tok_, rows, *args, **kwargs):
+        (rows_run if kwargs.get("cut_after") else continued).append(sum(not r.done for r in rows))
+        return real(model_, tok_, rows, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "advance", counting)
+    caches = []
+    real_cache = run_module.RunCache
+
+    def keep(*args):
+        caches.append(real_cache(*args))
+        return caches[-1]
+
+    monkeypatch.setattr(run_module, "RunCache", keep)
+    config = dict(model="tiny", data=["s"], k=3, max_new_tokens=7, early_answer=early, chunk_problems=3, batch_size=8)
+    problems = _problems()
+    run_eval(EvalConfig(**config), _methods(), model, tok, tmp_path / "new", problems=problems)
+    new = _records(tmp_path / "new")
+    # one greedy row per distinct (prompt, program) of a chunk: the full program of polar, base_greedy and
+    # best_static is one row
+    distinct = 0
+    for c in range(0, len(problems), 3):
+        chunk = [p for _, p in problems[c:c + 3]]
+        cands = [m.candidates(chunk, 3) for m in _methods()]
+        distinct += len({(chunk[i].question, tuple(x.program)) for per in cands for i, row in enumerate(per)
+                         for x in row if x.temperature == 0})
+    assert sum(rows_run) == distinct < sum(len(r) for m in _methods() if not m.name.startswith("base_sample")
+                                           for r in m.candidates([p for _, p in problems], 3))
+    assert caches[0].cache.hits > 0 and caches[0].anchor
+    assert (sum(continued) > 0) == (not early)  # without the early-answer rule every row runs past 2 tokens
+    run_eval(EvalConfig(**config, legacy_rows=True), _methods(), model, tok, tmp_path / "old", problems=problems)
+    assert new == _records(tmp_path / "old")
+    run_eval(EvalConfig(**config, prefix_cache_mb=0), _methods(), model, tok, tmp_path / "nocache", problems=problems)
+    assert new == _records(tmp_path / "nocache")
+    for m in _methods():  # each method alone, the earlier plan
+        run_eval(EvalConfig(**config, legacy_rows=True), [m], model, tok, tmp_path / m.name, problems=problems)
+        alone = _records(tmp_path / m.name)
+        assert {k: r["methods"][m.name] for k, r in new.items()} == {k: r["methods"][m.name] for k, r in alone.items()}
+
+
+def test_the_twin_problem_shares_its_prompts_rows_within_a_chunk(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    rows_run = []
+    real = run_module.advance
+
+    def counting(model_, tok_, rows, *args, **kwargs):
+        rows_run.append(sum(not r.done for r in rows) if kwargs.get("cut_after") else 0)
+        return real(model_, tok_, rows, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "advance", counting)
+    problems = _problems()
+    config = EvalConfig(model="tiny", data=["s"], k=3, max_new_tokens=5, chunk_problems=len(problems), batch_size=64)
+    recs = run_eval(config, [BaseGreedy(D), FullFirst()], model, tok, tmp_path, problems=problems)
+    assert sum(rows_run) == 5 * 3  # 6 problems, 5 distinct prompts, 3 distinct programs each
+    twin, p0 = recs[-1], recs[0]
+    assert [c["output"] for c in twin["methods"]["polar"]] == [c["output"] for c in p0["methods"]["polar"]]
