@@ -253,7 +253,7 @@ ROWS = [
 ]
 
 #: Flags tested elsewhere: the scorer's (tests/predictor/test_scorer.py), data export (lm-eval tests).
-ELSEWHERE = {"train": {"--head", "--sweep", "--val-sweep", "--features"},
+ELSEWHERE = {"train": {"--head", "--sweep", "--val-sweep", "--features", "--deploy-k"},
              "data": {"--export-lm-eval", "--gsm8k", "--mawps", "--asdiv"}}
 COVERED = ("accuracy", "train", "eval", "ask", "demo", "search", "sweep", "merge", "export", "analyze", "data",
            "train-router")

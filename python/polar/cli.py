@@ -29,7 +29,7 @@ from .evaluation.ask import ask, format_ask
 from .evaluation.demo import DemoConfig, demo_table, run_demo
 from .evaluation.lm_eval_run import run_lm_eval
 from .evaluation.lm_eval_tasks import export_lm_eval
-from .evaluation.learnability import analyze_sweep, embed_mean
+from .evaluation.learnability import analyze_sweep, embed_mean, scorer_selection
 from .evaluation.report import markdown_table
 from .search import read_sweep
 from .search import (DEFAULT_LIBRARY, DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_TOKENS, DEFAULT_PREFIX_CACHE_MB, SPACES,
@@ -43,7 +43,7 @@ from .predictor import (EmbeddingEncoder, Predictor, PredictorConfig, TrainConfi
 from .predictor import Scorer, load_encoder, sweep_prompts
 from .predictor import ScorerTrainConfig, train_scorer_from_files
 from .predictor._scorer import SCORER_FORMAT
-from .evaluation.solve import SELECTS, SELECTION_FILE, load_selection
+from .evaluation.solve import SELECTS, SELECTION_FILE, load_selection, save_selection
 from .routers import ROUTER_KINDS, RouterRun, RouterTrainConfig, train_router
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve
 
@@ -86,6 +86,8 @@ def _train_scorer(args: argparse.Namespace) -> int:
     """``polar train --head scorer``: the scorer on sweep matrices (+ search results)."""
     if not args.sweep:
         raise UserError("--head scorer needs --sweep FILES (polar sweep matrices)")
+    if args.deploy_k < 1:
+        raise UserError(f"--deploy-k must be a positive int, got {args.deploy_k}")
     for path in list(args.sweep) + list(args.val_sweep or []):
         if not Path(path).is_file():
             raise UserFileNotFoundError(f"sweep file not found: {path}")
@@ -102,6 +104,16 @@ def _train_scorer(args: argparse.Namespace) -> int:
     print(f"trained scorer ({len(scorer.entries)} programs, features {args.features}) saved in {args.out}")
     if "validation" in scorer.metadata:
         print(json.dumps(scorer.metadata["validation"], indent=2))
+    if args.val_sweep:  # the deployable rule (select="auto"), chosen on the same validation split
+        val = read_sweep(args.val_sweep)
+        llm = None
+        if scorer.config.uses_llm:
+            llm = scorer.compute_llm_features(model, tok, sweep_prompts(val, tok), cache_dir=cache_root() / "encoder-outputs")
+        choice = scorer_selection(scorer, val, args.deploy_k, llm)
+        save_selection(args.out, choice)
+        print(f"answer rule chosen on validation (k={args.deploy_k}): {choice['rule']}"
+              + (f" (threshold {choice['threshold']:.3f})" if choice["threshold"] is not None else "")
+              + f", val accuracy {choice['val_accuracy']:.3f}; {Path(args.out) / SELECTION_FILE}")
     return 0
 
 
@@ -409,7 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--sweep", nargs="+", default=None,
                     help="sweep matrices (polar sweep): the scorer's data; for segments, the correct programs "
                          "of each problem are its valid programs")
-    tr.add_argument("--val-sweep", nargs="+", default=None, help="validation sweep matrices (--head scorer)")
+    tr.add_argument("--val-sweep", nargs="+", default=None,
+                    help="validation sweep matrices (--head scorer): model selection and the answer rule "
+                         "(selection.json, select='auto')")
+    tr.add_argument("--deploy-k", type=int, default=5, help="--head scorer: k of the answer rule chosen on --val-sweep")
     tr.add_argument("--features", default="text", choices=["text", "llm", "text+llm"],
                     help="scorer inputs: the text encoder, the LLM's state on the prompt (--model), or both")
     tr.add_argument("--anti-original-lambda", type=float, default=0.0,

@@ -92,6 +92,16 @@ def test_scorer_learns_a_planted_rule_on_held_out_questions():
         argmax = list(np.argsort(-row)[:3])
         assert expected_pass_at_k(row, chosen, scorer.train_correct) >= \
             expected_pass_at_k(row, argmax, scorer.train_correct) - 1e-12
+    # the deployable rule chosen on the held-out split: a scorer that finds the valid program
+    # answers with its top program; its recorded accuracy is the top program's real one
+    from polar.evaluation.learnability import scorer_selection
+    for i, r in enumerate(test.records):
+        test.answers[i] = ["1" if c else "2" for c in test.correct[i]]
+    choice = scorer_selection(scorer, test, 3)
+    proba = scorer.predict_proba([r["question"] for r in test.records])
+    firsts = [scorer.select(row, 3)[0] for row in proba]
+    assert choice["candidates"]["top1"]["accuracy"] == pytest.approx(float(test.correct[np.arange(len(firsts)), firsts].mean()))
+    assert choice["rule"] == "top1" and choice["val_accuracy"] >= 0.9 and choice["val_problems"] == len(test.records)
 
 
 def test_scorer_with_the_real_minilm_encoder():
@@ -240,6 +250,8 @@ def test_polar_train_head_scorer_and_segments_on_sweeps(tmp_path, capsys):
                      "--out", str(tmp_path / "scorer"), *common]) == 0
     loaded = Scorer.load(tmp_path / "scorer")
     assert loaded.config.features == "llm" and len(loaded.entries) == 6
+    choice = json.loads((tmp_path / "scorer" / "selection.json").read_text())  # select="auto" reads it
+    assert choice["rule"] in ("top1", "vote", "gate") and choice["k"] == 5 and choice["val_problems"] == 8
     assert cli.main(["train", "--head", "segments", "--encoder", "llm", "--anti-original-lambda", "0.5",
                      "--lenpref-beta", "0.05", "--drop-full-if-shorter", "--out", str(tmp_path / "seg"), *common]) == 0
     cfg = json.loads((tmp_path / "seg" / "config.json").read_text())
@@ -248,3 +260,6 @@ def test_polar_train_head_scorer_and_segments_on_sweeps(tmp_path, capsys):
     assert cli.main(["train", "--head", "scorer", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--sweep" in err
+    assert cli.main(["train", "--head", "scorer", "--deploy-k", "0", "--out", str(tmp_path / "x"), *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--deploy-k" in err and not (tmp_path / "x").exists()

@@ -278,6 +278,18 @@ def scorer_ranking(name: str, scorer, matrix: SweepMatrix, k_max: int, llm_featu
     return Ranking(name, orders, scores, True)
 
 
+def scorer_selection(scorer, val_matrix: SweepMatrix, k: int, llm_features=None) -> dict:
+    """The deployable rule of a trained scorer, chosen on a validation sweep: :func:`choose_rule`
+    over the scorer's own expected-pass@k candidates (:func:`scorer_ranking`), ready for
+    :func:`polar.evaluation.save_selection` (``polar train --head scorer --val-sweep`` stores it
+    beside the checkpoint, so ``select="auto"`` and ``polar eval``'s answer@k use it)."""
+    check_int(k, "k")
+    ranking = scorer_ranking("scorer", scorer, val_matrix, k, llm_features)
+    choice = choose_rule(val_matrix, _score_rows(ranking, val_matrix), k, orders=ranking.orders)
+    choice["source"] = "validation sweep (polar train --head scorer --val-sweep)"
+    return choice
+
+
 # ----------------------------------------------------------------------------- cost
 
 
@@ -850,4 +862,4 @@ def write_plots(summary: dict, out: Path) -> list[str]:
 __all__ = ["FAMILY_ORDER", "IN_DISTRIBUTION", "Ranking", "analyze_sweep", "auc", "bootstrap_ci", "candidate_costs",
            "cumulative_cost", "embed_mean", "equal_compute", "family_of", "findings_markdown", "nn_rankings",
            "pass_curve", "program_columns", "prompt_tokens", "random_pass_curve", "sample_pass_curve",
-           "scorer_ranking", "single_edit_columns", "static_order", "verdict", "write_plots"]
+           "scorer_ranking", "scorer_selection", "single_edit_columns", "static_order", "verdict", "write_plots"]
