@@ -218,6 +218,19 @@ def test_choose_rule_prefers_the_cheaper_rule_on_ties():
     assert choose_rule(m, np.tile([0.5, 0.4, 0.1], (6, 1)), k=2, rules=("gate",))["threshold"] == -1e30
 
 
+def test_choose_rule_keeps_within_the_layer_budget():
+    m = hand_matrix()
+    proba = np.tile([0.5, 0.4, 0.1], (6, 1))
+    # within D + 1.2 layers the gate may fall back on one problem only (the least confident, +7/6 layers)
+    choice = choose_rule(m, proba, k=2, max_layers=D + 1.2)
+    assert choice["rule"] == "gate" and choice["threshold"] == pytest.approx(-2.0)
+    assert choice["val_accuracy"] == pytest.approx(4 / 6) and choice["val_layers"] == pytest.approx(D + 7 / 6)
+    choice = choose_rule(m, proba, k=2, max_layers=D + 1)  # no fallback fits: the gate ties top1, top1 is kept
+    assert choice["rule"] == "top1" and choice["max_layers"] == D + 1
+    assert choose_rule(m, proba, k=2)["max_layers"] == 2 * D  # default: k full programs
+    assert choose_rule(m, proba, k=2, max_layers=1)["rule"] == "top1"  # none within: the cheapest
+
+
 def test_auto_uses_the_stored_rule(tiny, tmp_path, monkeypatch):
     model, tok = tiny
     q = "What is 3 + 3 ?"

@@ -396,8 +396,10 @@ def gate_correct(ra: dict, threshold: float) -> tuple[np.ndarray, np.ndarray]:
 
 def choose_rule(val_matrix, proba_val: np.ndarray, k: int, select: Callable[[np.ndarray, int], list[int]] | None = None,
                 columns: Sequence[int] | None = None, rules: Sequence[str] = RULES,
-                orders: Sequence[Sequence[int]] | None = None) -> dict:
-    """The rule (and, for the gate, the threshold) with the highest accuracy on validation data.
+                orders: Sequence[Sequence[int]] | None = None, max_layers: float | None = None) -> dict:
+    """The rule (and, for the gate, the threshold) with the highest accuracy on validation data,
+    among those whose mean executed layers per question stay within ``max_layers`` (default: ``k``
+    full programs, the cost of running ``k`` base candidates; the cheapest rule when none does).
 
     ``val_matrix``: the validation split's :class:`polar.search.SweepMatrix`; ``proba_val``
     ``[P, L']`` the predictor's probabilities on it (over ``columns``; default all entries);
@@ -416,6 +418,8 @@ def choose_rule(val_matrix, proba_val: np.ndarray, k: int, select: Callable[[np.
         raise UserError(f"rules must be among {RULES}, got {list(rules)}")
     ra = rule_answers(val_matrix, proba_val, k, select, columns, orders)
     P = len(val_matrix.records)
+    budget = float(k * len(val_matrix.entries[full_column(val_matrix.entries)].program)) if max_layers is None \
+        else float(max_layers)
     found: dict[str, dict] = {}
     if "top1" in rules:
         found["top1"] = {"accuracy": float(ra["top1"].mean()), "layers": float(ra["layers_top1"].mean()), "threshold": None}
@@ -427,14 +431,15 @@ def choose_rule(val_matrix, proba_val: np.ndarray, k: int, select: Callable[[np.
         for t in [-math.inf] + sorted(set(float(c) for c in confs)) + [math.inf]:
             correct, fb = gate_correct(ra, t)
             layers = float((ra["layers_full"] + np.where(fb, ra["layers_others"], 0)).mean())
-            cand = (float(correct.mean()), -layers, -t)
+            cand = (layers <= budget, float(correct.mean()), -layers, -t)
             if best is None or cand > best[0]:
                 best = (cand, t, layers)
-        found["gate"] = {"accuracy": best[0][0], "layers": best[2], "threshold": _finite(best[1])}
+        found["gate"] = {"accuracy": best[0][1], "layers": best[2], "threshold": _finite(best[1])}
     order = {"top1": 0, "gate": 1, "vote": 2}
-    rule = max(found, key=lambda r: (found[r]["accuracy"], -found[r]["layers"], -order[r]))
+    rule = max(found, key=lambda r: (found[r]["layers"] <= budget, found[r]["accuracy"] if found[r]["layers"] <= budget
+                                     else -found[r]["layers"], -found[r]["layers"], -order[r]))
     return {"rule": rule, "threshold": found[rule]["threshold"], "k": k, "val_accuracy": found[rule]["accuracy"],
-            "val_layers": found[rule]["layers"], "val_problems": P, "candidates": found}
+            "val_layers": found[rule]["layers"], "val_problems": P, "max_layers": budget, "candidates": found}
 
 
 def _finite(t: float) -> float:
