@@ -53,6 +53,8 @@ def calls(monkeypatch, tmp_path):
     rec("demo_table", "")
     rec("run_search", {})
     rec("train_router", None)
+    rec("read_router_config", lambda folder: {"kind": "drllm"})
+    rec("load_router", "ROUTER")
     rec("run_sweep", {})
     rec("merge_results", 0)
     rec("export_supervision", 0)
@@ -73,6 +75,7 @@ def _ray(name):
 ACC = ["accuracy", "--data", "synthetic:1:2", "--out", "OUT/acc.json"]
 TRAIN = ["train", "--search", "S.jsonl", "--out", "OUT/ckpt"]
 EVAL = ["eval", "--data", "synthetic:1:2", "--out", "OUT/eval", "--methods", "base_greedy"]
+EVAL_DEFAULT = ["eval", "--data", "synthetic:1:2", "--out", "OUT/eval", "--checkpoint", "CK"]  # default --methods
 ASK = ["ask", "What is 1 + 1?"]
 DEMO = ["demo"]
 SEARCH = ["search", "--data", "synthetic:1:2", "--out", "OUT/s.jsonl"]
@@ -125,6 +128,10 @@ ROWS = [
      ("CK", "PREDICTOR")),
     (EVAL, ["--methods", "base_greedy", "random_segment"], lambda c: c.arg("build_methods", 0),
      ["base_greedy", "random_segment"]),
+    (EVAL, ["--methods", "drllm", "--routers", "R"],
+     lambda c: (eval_cfg(c).routers, c.arg("build_methods", key="routers"), c.arg("build_methods", 0)),
+     (["R"], {"drllm": "ROUTER"}, ["drllm"])),
+    (EVAL_DEFAULT, ["--routers", "R"], lambda c: c.arg("build_methods", 0), list(cli.DEFAULT_METHODS) + ["drllm"]),
     (EVAL, ["--search", "S1.jsonl"], lambda c: (c.arg("read_results", 0), c.arg("build_methods", key="search_records")),
      (["S1.jsonl"], [{"id": "s"}])),
     (EVAL, ["--train-sweep", "T1.jsonl", "T2.jsonl"],

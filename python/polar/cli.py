@@ -23,8 +23,8 @@ from typing import Sequence
 
 import torch
 
-from .evaluation import (METHOD_NAMES, AccuracyConfig, EvalConfig, build_methods, format_table,
-                         load_problems, run_accuracy, run_eval, write_report)
+from .evaluation import (DEFAULT_METHODS, METHOD_NAMES, ROUTER_METHODS, AccuracyConfig, EvalConfig, build_methods,
+                         format_table, load_problems, run_accuracy, run_eval, write_report)
 from .evaluation.ask import ask, format_ask
 from .evaluation.demo import DemoConfig, demo_table, run_demo
 from .evaluation.lm_eval_run import run_lm_eval
@@ -44,7 +44,8 @@ from .predictor import Scorer, load_encoder, sweep_prompts
 from .predictor import ScorerTrainConfig, train_scorer_from_files
 from .predictor._scorer import SCORER_FORMAT
 from .evaluation.solve import SELECTS, SELECTION_FILE, load_selection, save_selection
-from .routers import ROUTER_KINDS, RouterRun, RouterTrainConfig, train_router
+from .routers import ROUTER_KINDS, RouterRun, RouterTrainConfig, load_router, train_router
+from .routers import read_config as read_router_config
 from .tasks import DEFAULT_PROMPT_STYLE, PROMPT_STYLES, resolve
 
 logger = logging.getLogger("polar")
@@ -275,11 +276,21 @@ def cmd_analyze_sweep(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _threads(args.threads)
-    names = args.methods
+    router_dirs = _eval_router_dirs(args.routers)  # {kind: folder}, read before any model load
+    names = list(args.methods) if args.methods is not None else (
+        list(DEFAULT_METHODS) + [n for n in ROUTER_METHODS if n in router_dirs])
+    for name in (n for n in ROUTER_METHODS if n in names and n not in router_dirs):
+        given = ", ".join(f"{k} ({v})" for k, v in router_dirs.items()) or "none"
+        raise UserError(f"method {name!r} needs a {name} router checkpoint among --routers (given: {given}); "
+                        f"polar train-router --kind {name} makes one")
+    unused = [str(v) for k, v in router_dirs.items() if k not in names]
+    if unused:
+        logger.warning("--routers %s: not among --methods; not evaluated", " ".join(unused))
+    router_dirs = {k: v for k, v in router_dirs.items() if k in names}
     config = EvalConfig(model=args.model, data=args.data, k=args.k, batch_size=args.batch_size,
                         prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, seed=args.seed,
                         limit=args.limit, checkpoint=args.checkpoint, device=args.device,
-                        prefix_cache_mb=args.prefix_cache_mb)
+                        prefix_cache_mb=args.prefix_cache_mb, routers=list(router_dirs.values()))
     check_device(args.device)
     problems = load_problems(config)  # bad specs fail here, before any model is loaded
     search_records = read_results(args.search, same_settings=False) if args.search else []
@@ -295,9 +306,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     predictor = None
     if args.checkpoint:
         predictor = _load_predictor(args.checkpoint, model, tok)
+    routers = {kind: load_router(folder, model) for kind, folder in router_dirs.items()}
     methods = build_methods(names, model, tok, k=args.k, seed=args.seed, predictor=predictor,
                             search_records=search_records, shortgpt_problems=train_problems,
-                            prompt_style=args.prompt_style, train_sweep=train_sweep)
+                            prompt_style=args.prompt_style, train_sweep=train_sweep, routers=routers,
+                            batch_size=args.batch_size)
     records = run_eval(config, methods, model, tok, args.out, problems=problems,
                        ray=_ray_options(args) if args.ray else None, threads=args.threads,
                        retry_failed=not args.no_retry_failed)
@@ -308,6 +321,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(markdown_table(summary, args.k))
     print(f"report: {Path(args.out) / 'report.md'} (summary.json, records.jsonl, *.png beside it)")
     return 0
+
+
+def _eval_router_dirs(folders: Sequence[str] | None) -> dict[str, str]:
+    """``{kind: folder}`` of ``polar eval --routers`` (each folder's config.json names its kind);
+    one-line :class:`UserError` for a folder that is no router checkpoint or two of one kind."""
+    out: dict[str, str] = {}
+    for folder in folders or []:
+        kind = read_router_config(folder)["kind"]
+        if kind in out:
+            raise UserError(f"--routers: {out[kind]} and {folder} are both {kind} routers; give one per kind")
+        out[kind] = folder
+    return out
 
 
 def _eval_selection(checkpoint: str | None) -> dict:
@@ -488,8 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", default=None,
                     help="predictor checkpoint folder (polar train): the segment predictor or a scorer "
                          "(--head scorer; detected from its config.json), or 'default'")
-    ev.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES, metavar="METHOD",
-                    help=f"some of {', '.join(METHOD_NAMES)} (default: all)")
+    ev.add_argument("--methods", nargs="+", default=None, choices=METHOD_NAMES, metavar="METHOD",
+                    help=f"some of {', '.join(METHOD_NAMES)} (default: all but {', '.join(ROUTER_METHODS)}, "
+                         "plus the kinds of --routers)")
+    ev.add_argument("--routers", nargs="+", default=None, metavar="CKPT_DIR",
+                    help="router checkpoint folders (polar train-router): each gives the method of its kind "
+                         f"({', '.join(ROUTER_METHODS)}); candidates 2..k are T=0.7 samples under its decisions")
     ev.add_argument("--search", nargs="*", default=None, help="search results (best_static, oracle)")
     ev.add_argument("--train-sweep", nargs="+", default=None, metavar="FILE",
                     help="training-split sweep matrices (polar sweep): best_static becomes the set cover on them "

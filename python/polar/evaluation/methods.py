@@ -9,10 +9,15 @@ Methods: :class:`PolarMethod` (the segment predictor's top-k), :class:`ScorerMet
 :meth:`Scorer.select` top-k; ``polar eval``'s ``polar`` for a scorer checkpoint), :class:`BaseGreedy`,
 :class:`BaseSampling` (best-of-k at a temperature), :class:`StaticPrograms` (ShortGPT, the best
 static programs from search), :class:`RandomSingleEdits`, :class:`RandomSegmentPrograms`,
-:class:`SearchOracle` (valid programs found by search for that problem).
+:class:`SearchOracle` (valid programs found by search for that problem). Online routers
+(docs/architecture.md section 15): :class:`RouterPrograms` (DR.LLM: the program a router decides
+over the prompt, replayed as a program) and :class:`GatedRouter` (MindSkip, FlexiDepth: gates no
+program can express, so their rows run through ``generate(..., router=R)``); both give the
+greedy run first and, for ``k > 1``, T=0.7 samples under the router's decisions.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import random
@@ -21,10 +26,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from .._checks import check_int
 from ..errors import UserError
 from ..programs import Program, full, random_compact
 from ..predictor import static_cover
+from ..runtime import batched_execute, get_adapter
 from ..tasks import Problem, build_prompt
 
 logger = logging.getLogger(__name__)
@@ -33,11 +41,16 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Candidate:
     """One candidate: ``program`` run greedily (``temperature == 0``) or sampled; ``score`` ranks
-    it inside its method (higher first; predictor log-score for PoLar)."""
+    it inside its method (higher first; predictor log-score for PoLar). ``router``: the name of the
+    method whose router runs the row (``generate(..., router=R)``; ``program`` is then the full
+    program, for bookkeeping), ``None`` for a plain program row. ``fallback``: the method's own
+    choice could not run (DR.LLM's empty program) and this is the full program instead."""
 
     program: Program
     temperature: float = 0.0
     score: float = 0.0
+    router: str | None = None
+    fallback: bool = False
 
 
 class Method:
@@ -243,6 +256,116 @@ class ScorerMethod(Method):
             out.append([Candidate(Program(self.scorer.entries[j].program), 0.0, float(row[j])) for j in picks])
         self.overhead_s += time.perf_counter() - start
         return out
+
+
+#: The temperature of a router method's candidates 2..k (the paper's rows: samples under the router's decisions).
+ROUTER_SAMPLE_TEMPERATURE = 0.7
+
+
+def _cpu_copy(router):
+    """``router`` for pickling (Ray ships methods to actors): a CPU copy of a torch module, else itself."""
+    if isinstance(router, torch.nn.Module) and any(t.device.type != "cpu" for t in router.state_dict().values()):
+        return copy.deepcopy(router).to("cpu")
+    return router
+
+
+def _to_model(router, model) -> None:
+    """Move a torch-module router to ``model``'s device (an evaluation worker's own model)."""
+    if isinstance(router, torch.nn.Module):
+        router.to(get_adapter(model).device)
+
+
+def _left_padded(tokenizer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``{input_ids, attention_mask}`` ``[B, T]`` of ``prompts``, left-padded by hand as
+    :func:`polar.generate` pads text (the tokenizer's pad id, else its EOS id, else 0)."""
+    ids = [list(x) for x in tokenizer(list(prompts), padding=False)["input_ids"]]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = 0 if pad is None else int(pad)
+    T = max(len(x) for x in ids)
+    return {"input_ids": torch.tensor([[pad] * (T - len(x)) + x for x in ids], dtype=torch.long),
+            "attention_mask": torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)}
+
+
+class RouterPrograms(Method):
+    """A router that decides a whole program per row over the prompt (DR.LLM: skip / run once /
+    run twice per layer): ``polar.batched_execute(model, None, prompts, router=R).programs`` on
+    the problems' prompts (``build_prompt`` with ``prompt_style``, calls of ``batch_size``), each
+    replayed as a program (``generate(programs=...)`` gives the routed generation's tokens). The
+    greedy run first, then ``k - 1`` samples at ``temperature`` under the same decided program.
+    A problem whose decided program is empty (every layer skipped; cannot be replayed) gets the
+    full program instead, its candidates marked ``fallback`` (counted in :attr:`fallbacks`).
+    The routing prefill counts as ``overhead_s``."""
+
+    def __init__(self, router, model, tokenizer, name: str = "drllm", prompt_style: str = "fewshot",
+                 batch_size: int = 64, temperature: float = ROUTER_SAMPLE_TEMPERATURE):
+        check_int(batch_size, "batch_size")
+        if not temperature > 0:
+            raise UserError(f"{name}: sampling temperature must be > 0, got {temperature}")
+        self.name, self.router, self.prompt_style = name, router, prompt_style
+        self.model, self.tokenizer, self.batch_size, self.temperature = model, tokenizer, batch_size, temperature
+        self.num_layers = int(model.config.num_hidden_layers)
+        self.fallbacks = 0
+
+    def __getstate__(self):  # Ray ships methods to actors: the actor binds its own model (run._run_chunk)
+        return {**self.__dict__, "model": None, "tokenizer": None, "router": _cpu_copy(self.router)}
+
+    def bind(self, model, tokenizer) -> None:
+        """Route with this ``model`` (an evaluation worker's own copy; the router moves to its device)."""
+        self.model, self.tokenizer = model, tokenizer
+        _to_model(self.router, model)
+
+    def decided(self, problems: Sequence[Problem]) -> list[Program]:
+        """The program the router decides for each problem's prompt (possibly empty)."""
+        prompts = [build_prompt(p, self.prompt_style, self.tokenizer) for p in problems]
+        out: list[Program] = []
+        for b in range(0, len(prompts), self.batch_size):
+            inputs = _left_padded(self.tokenizer, prompts[b:b + self.batch_size])
+            out += batched_execute(self.model, None, inputs, router=self.router).programs
+        return out
+
+    def candidates(self, problems, k):
+        start = time.perf_counter()
+        progs = self.decided(problems) if problems else []
+        self.overhead_s += time.perf_counter() - start
+        out = []
+        for problem, prog in zip(problems, progs):
+            fallback = len(prog) == 0
+            if fallback:
+                self.fallbacks += 1
+                logger.warning("%s: the router skips every layer on problem %s; running the full program instead",
+                               self.name, problem.id)
+                prog = full(self.num_layers)
+            out.append([Candidate(prog, 0.0, 0.0, fallback=fallback)]
+                       + [Candidate(prog, self.temperature, 0.0, fallback=fallback)] * (k - 1))
+        return out
+
+
+class GatedRouter(Method):
+    """A router whose gates no program can express (MindSkip's attention gates, FlexiDepth's
+    token gates): every candidate is a row that the evaluation run generates with
+    ``polar.generate(model, tok, prompts, None, ..., router=R)`` (``Candidate.router`` = this
+    method's name; its program is the full program, for bookkeeping): the greedy run first, then
+    ``k - 1`` samples at ``temperature`` under the router's gates. The run records what each row
+    executed (``executed_layers``: FlexiDepth's mean layers per token run in full, else the
+    program length; ``attention_open``: the share of the ``D`` attention sub-layers run)."""
+
+    def __init__(self, router, num_layers: int, name: str, temperature: float = ROUTER_SAMPLE_TEMPERATURE):
+        check_int(num_layers, "num_layers")
+        if not temperature > 0:
+            raise UserError(f"{name}: sampling temperature must be > 0, got {temperature}")
+        self.name, self.router, self.num_layers, self.temperature = name, router, num_layers, temperature
+
+    def __getstate__(self):
+        return {**self.__dict__, "router": _cpu_copy(self.router)}
+
+    def bind(self, model, tokenizer) -> None:
+        """Move the router to ``model``'s device (an evaluation worker's own copy)."""
+        _to_model(self.router, model)
+
+    def candidates(self, problems, k):
+        prog = full(self.num_layers)
+        return [[Candidate(prog, 0.0, 0.0, router=self.name)]
+                + [Candidate(prog, self.temperature, 0.0, router=self.name)] * (k - 1) for _ in problems]
 
 
 def is_scorer(predictor) -> bool:

@@ -1,8 +1,11 @@
 """Summaries, markdown tables and plots of an evaluation run's records.
 
 Groups: synthetic levels (``L1`` ..), else the problem's source (``gsm8k``, ``mawps`` ..). Per
-group and method: pass@1..k, maj@k, mean executed / unique layers per candidate, wall-clock and
-predictor overhead per problem. ``base_sample_best`` picks, per group, the sampling temperature
+group and method: pass@1..k, maj@k, mean executed / unique layers per candidate (a candidate's
+``executed_layers`` where recorded, FlexiDepth's mean layers per token; else its program length),
+wall-clock and predictor overhead per problem; for router methods also ``attention_open`` (the
+share of attention sub-layers run, MindSkip) and ``fallback`` (the share of candidates run as the
+full program because the router's program was empty, DR.LLM), where some candidate has them. ``base_sample_best`` picks, per group, the sampling temperature
 with the best pass@k (the paper reports each temperature and the best).
 
 ``answer@k`` (the PoLar method, ``polar``): the deployable accuracy of :func:`polar.solve`'s rule
@@ -112,7 +115,11 @@ def summarize(records: list[dict], k: int, selection: dict | None = None, num_la
                 for j in range(1, k + 1):
                     m[f"pass@{j}"] += pass_at(correct, j)
                 m[f"maj@{k}"] += maj_at([c["answer"] for c in cands], [c["score"] for c in cands], k, problem)
-                m["layers"] += sum(c["layers"] for c in cands) / len(cands)
+                m["layers"] += sum(c.get("executed_layers", c["layers"]) for c in cands) / len(cands)
+                if any("attention_open" in c for c in cands):
+                    m["attention_open"] += sum(c.get("attention_open", 1.0) for c in cands) / len(cands)
+                if any(c.get("fallback") for c in cands):
+                    m["fallback"] += sum(bool(c.get("fallback")) for c in cands) / len(cands)
                 m["unique_layers"] += sum(c["unique_layers"] for c in cands) / len(cands)
                 m["wall_s"] += rec.get("wall_s", 0.0)
                 m["overhead_s"] += rec.get("overhead_s", {}).get(name, 0.0)
@@ -151,7 +158,8 @@ def _order(groups) -> list[str]:
 
 
 def markdown_table(summary: dict, k: int) -> str:
-    """Paper table 2 layout: rows = method x (p@1..p@k, maj@k, layers), columns = groups."""
+    """Paper table 2 layout: rows = method x (p@1..p@k, maj@k, layers), columns = groups; router
+    methods add ``attention_open`` (in %) where recorded."""
     groups = _order(summary)
     methods = []
     for g in groups:
@@ -159,6 +167,7 @@ def markdown_table(summary: dict, k: int) -> str:
     lines = ["| method | metric | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
     for m in methods:
         extra = [f"answer@{k}", "answer_layers"] if any(f"answer@{k}" in summary[g].get(m, {}) for g in groups) else []
+        extra += ["attention_open"] if any("attention_open" in summary[g].get(m, {}) for g in groups) else []
         for metric in [f"pass@{j}" for j in range(1, k + 1)] + [f"maj@{k}", "layers"] + extra:
             cells = []
             for g in groups:

@@ -19,6 +19,13 @@ each call. ``EvalConfig.legacy_rows`` runs the earlier plan (no cache, no contin
 method order; greedy rows deduplicated per problem and program), for tests and benchmarks: the
 records are the same.
 
+Router rows (``Candidate.router``: MindSkip, FlexiDepth, :class:`.methods.GatedRouter`) run through
+``generate(model, tok, prompts, None, ..., router=R)``, grouped by (router, temperature) in calls
+of ``batch_size`` rows under the same generation setting and row seeds, without prefix sharing or
+the prefix cache (a routed call uses neither); one row per distinct (router, prompt, temperature,
+seed), never merged with a plain program row. DR.LLM's rows are plain program rows (its decided
+programs, :class:`.methods.RouterPrograms`).
+
 Sampling is reproducible: every sampled row draws from its own generator, seeded from
 ``(seed, problem id, method, candidate rank)`` (:func:`row_seed`), so a problem's records are the
 same whatever the batch size, the chunking, a kill and rerun, ``--limit``, or Ray.
@@ -28,7 +35,11 @@ The evaluation record (:data:`RECORD_FIELDS`, plus the run settings and ``wall_s
 temperature, score, output, answer, correct, layers, unique_layers, logprob_first}`` (``logprob_first``:
 the log-probability of the candidate's first answer token, :func:`polar.search._sweep.answer_logprobs`,
 ``None`` when it gave no answer token; records written before it existed lack the field, read as
-``None``). A failed unit's record is
+``None``); router rows add ``executed_layers`` (FlexiDepth: the mean layers per processed token run
+in full, ``GenerationResult.token_layers``; else the program length; the report's ``layers`` read
+it instead of ``layers``) and, with attention gates, ``attention_open`` (the share of the ``D``
+attention sub-layers run); a candidate the method could not run as chosen adds ``fallback: true``
+(DR.LLM's empty program, run as the full program). A failed unit's record is
 ``{"key", "failed": true, "error"}``. :func:`read_eval_records` is the one reader.
 """
 from __future__ import annotations
@@ -51,9 +62,9 @@ from ..jobs import ModelWorker, RayOptions, ResultsFile, read_records, report_fa
 from ..runtime import PrefixCache, generate, prefix_cache_bytes
 from ..runtime.resume import ResumableRow, advance, row_text
 from ..tasks import Problem, answer_rule, build_prompt, generation_setting, resolve
-from .methods import (BaseGreedy, BaseSampling, Candidate, Method, PolarMethod, RandomSegmentPrograms,
-                      RandomSingleEdits, ScorerMethod, SearchOracle, StaticPrograms, best_static_programs,
-                      is_scorer, sweep_static_programs)
+from .methods import (ROUTER_SAMPLE_TEMPERATURE, BaseGreedy, BaseSampling, Candidate, GatedRouter, Method,
+                      PolarMethod, RandomSegmentPrograms, RandomSingleEdits, RouterPrograms, ScorerMethod,
+                      SearchOracle, StaticPrograms, best_static_programs, is_scorer, sweep_static_programs)
 from ..search._evaluate import DEFAULT_PREFIX_CACHE_MB
 from ..search._sweep import answer_logprobs
 from .shortgpt import block_influence, shortgpt_programs
@@ -80,6 +91,7 @@ class EvalConfig:
     limit: int | None = None               # first N problems of each spec
     chunk_problems: int = 16               # problems whose candidates run together (does not change results)
     checkpoint: str | None = None          # predictor checkpoint (recorded)
+    routers: list[str] = field(default_factory=list)  # router checkpoints of the router methods (recorded)
     device: str | None = None              # where the model runs (Ray actors too); not a result setting
     prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB  # the run's PrefixCache (0: none; does not change results)
     legacy_rows: bool = False              # the earlier execution plan (tests, benchmarks; same results)
@@ -91,11 +103,15 @@ class EvalConfig:
                 setting.early_answer if self.early_answer is None else self.early_answer)
 
     def settings(self, method_names: Sequence[str]) -> dict:
-        """The fields every record of the run's file carries (checked on resume)."""
+        """The fields every record of the run's file carries (checked on resume); ``routers`` only
+        when some are given (files written before it existed resume as before)."""
         max_new, early = self.generation()
-        return {"model": self.model, "prompt_style": self.prompt_style, "max_new_tokens": max_new,
-                "early_answer": early, "k": self.k, "seed": self.seed, "method_names": list(method_names),
-                "checkpoint": self.checkpoint}
+        out = {"model": self.model, "prompt_style": self.prompt_style, "max_new_tokens": max_new,
+               "early_answer": early, "k": self.k, "seed": self.seed, "method_names": list(method_names),
+               "checkpoint": self.checkpoint}
+        if self.routers:
+            out["routers"] = [str(r) for r in self.routers]
+        return out
 
 
 @dataclass
@@ -249,15 +265,17 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig, cache: RunC
             rows += [_Row(i, m.name, r, c) for r, c in enumerate(cands[: config.k])]
         overhead[m.name] = (m.overhead_s - before) / len(problems)
     prompts = [build_prompt(p, config.prompt_style, tokenizer) for p in problems]
+    routers = {m.name: m.router for m in methods if isinstance(m, GatedRouter)}
     if config.legacy_rows:
-        outputs, logprobs = _execute_legacy(rows, problems, prompts, model, tokenizer, config)
+        outputs, logprobs, extras = _execute_legacy(rows, problems, prompts, model, tokenizer, config, routers)
     else:
         prefix_cache = cache.declare(tokenizer, prompts) if cache is not None else None
-        outputs, logprobs = _execute(rows, problems, prompts, model, tokenizer, config, prefix_cache)
+        outputs, logprobs, extras = _execute(rows, problems, prompts, model, tokenizer, config, prefix_cache,
+                                             routers)
     records = []
     for i, (spec, problem) in enumerate(chunk):
         by_method: dict[str, list[dict]] = {m.name: [] for m in methods}
-        for row, text, lp in zip(rows, outputs, logprobs):
+        for row, text, lp, extra in zip(rows, outputs, logprobs, extras):
             if row.problem != i:
                 continue
             answer = candidate_answer(text, problem)
@@ -265,7 +283,8 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig, cache: RunC
                 "program": list(row.candidate.program), "temperature": row.candidate.temperature,
                 "score": row.candidate.score, "output": text, "answer": answer,
                 "correct": answer_correct(answer, problem), "layers": len(row.candidate.program),
-                "unique_layers": len(set(row.candidate.program)), "logprob_first": lp})
+                "unique_layers": len(set(row.candidate.program)), "logprob_first": lp, **extra,
+                **({"fallback": True} if row.candidate.fallback else {})})
         records.append({"key": _key(spec, problem), "id": problem.id, "data": spec, "source": problem.source,
                         "level": problem.level, "question": problem.question, "gold": problem.answer,
                         "methods": by_method, "overhead_s": {k: round(v, 5) for k, v in overhead.items() if v}})
@@ -279,18 +298,24 @@ DEFER_TOKENS = 6
 
 
 def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], model, tokenizer,
-             config: EvalConfig, prefix_cache: PrefixCache | None = None) -> tuple[list[str], list[float | None]]:
-    """Output text and first-answer-token log-probability of every row (see the module docstring):
-    one generated row per distinct (prompt, program, temperature, seed); greedy ones a problem's
-    rows together in calls of ``batch_size`` (rows unfinished after :data:`DEFER_TOKENS` tokens
-    continued together afterwards), sampled ones per temperature, each from its own generator
-    (:func:`row_seed`)."""
+             config: EvalConfig, prefix_cache: PrefixCache | None = None, routers: dict | None = None
+             ) -> tuple[list[str], list[float | None], list[dict]]:
+    """Output text, first-answer-token log-probability and router statistics (``{}`` for program
+    rows) of every row (see the module docstring): one generated row per distinct (prompt,
+    program, temperature, seed); greedy ones a problem's rows together in calls of ``batch_size``
+    (rows unfinished after :data:`DEFER_TOKENS` tokens continued together afterwards), sampled
+    ones per temperature, each from its own generator (:func:`row_seed`); router rows by
+    :func:`_execute_routed` (``routers``: method name -> router)."""
     max_new, early = config.generation()
     stop = list(generation_setting(config.prompt_style).stop_strings)
     rules = [answer_rule(config.prompt_style, p) if early else None for p in problems]
     groups: dict[tuple, list[int]] = {}
+    routed: list[int] = []
     for j, row in enumerate(rows):
         c, problem = row.candidate, problems[row.problem]
+        if c.router is not None:
+            routed.append(j)
+            continue
         seed = row_seed(config.seed, problem.id, row.method, row.rank) if c.temperature > 0 else None
         groups.setdefault((c.temperature, prompts[row.problem], bool(problem.choices), tuple(c.program), seed),
                           []).append(j)
@@ -328,22 +353,72 @@ def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], mode
                            seed=[k[4] for k in part], prefix_cache=prefix_cache)
             for r, k in enumerate(part):
                 fan_out(k, out.texts[r], out.tokens[r], out.token_logprobs[r])
-    return texts, firsts_lp  # type: ignore[return-value]
+    extras: list[dict] = [{} for _ in rows]
+    for j, (text, lp, extra) in _execute_routed(routed, rows, problems, prompts, model, tokenizer, config,
+                                                routers or {}).items():
+        texts[j], firsts_lp[j], extras[j] = text, lp, extra
+    return texts, firsts_lp, extras  # type: ignore[return-value]
+
+
+def _execute_routed(routed: list[int], rows: list[_Row], problems: list[Problem], prompts: list[str], model,
+                    tokenizer, config: EvalConfig, routers: dict) -> dict[int, tuple[str, float | None, dict]]:
+    """``{row index: (text, first-answer-token log-probability, statistics)}`` of the router rows
+    ``routed``: one generated row per distinct (router, prompt, temperature, seed), in
+    ``generate(..., router=R)`` calls of ``batch_size`` rows per (router, temperature), with the
+    run's generation setting and row seeds. Statistics: ``executed_layers`` (the mean layers per
+    processed token run in full under token gates, else the program length) and, with attention
+    gates, ``attention_open`` (the mean of the row's ``[D]`` attention gates)."""
+    if not routed:
+        return {}
+    max_new, early = config.generation()
+    stop = list(generation_setting(config.prompt_style).stop_strings)
+    rules = [answer_rule(config.prompt_style, p) if early else None for p in problems]
+    groups: dict[tuple, list[int]] = {}
+    for j in routed:
+        row = rows[j]
+        c, problem = row.candidate, problems[row.problem]
+        if c.router not in routers:
+            raise UserError(f"method {row.method!r} asks for router {c.router!r}, which no GatedRouter method holds")
+        seed = row_seed(config.seed, problem.id, row.method, row.rank) if c.temperature > 0 else None
+        groups.setdefault((c.router, c.temperature, prompts[row.problem], bool(problem.choices), seed), []).append(j)
+    out_rows: dict[int, tuple[str, float | None, dict]] = {}
+    for name, temp in sorted({k[:2] for k in groups}):
+        keys = [k for k in groups if k[:2] == (name, temp)]
+        for b in range(0, len(keys), config.batch_size):
+            part = keys[b:b + config.batch_size]
+            firsts = [rows[groups[k][0]] for k in part]
+            stop_fn = (lambda i, text, firsts=firsts: rules[firsts[i].problem](text)) if early else None
+            out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], None, max_new, stop_strings=stop,
+                           stop_fn=stop_fn, do_sample=temp > 0, temperature=temp if temp > 0 else 1.0,
+                           seed=[k[4] for k in part] if temp > 0 else None, router=routers[name])
+            for r, k in enumerate(part):
+                lp = answer_logprobs(tokenizer, out.tokens[r], out.token_logprobs[r])[0]
+                layers = out.token_layers[r] if out.token_layers is not None else len(out.programs[r])
+                extra = {"executed_layers": round(float(layers), 4)}
+                if out.attention_gates is not None:
+                    extra["attention_open"] = round(float(out.attention_gates[r].mean()), 4)
+                for j in groups[k]:
+                    out_rows[j] = (out.texts[r], None if lp is None else round(float(lp), 5), dict(extra))
+    return out_rows
 
 
 def _execute_legacy(rows: list[_Row], problems: list[Problem], prompts: list[str], model, tokenizer,
-                    config: EvalConfig) -> tuple[list[str], list[float | None]]:
+                    config: EvalConfig, routers: dict | None = None
+                    ) -> tuple[list[str], list[float | None], list[dict]]:
     """The earlier plan (``EvalConfig.legacy_rows``): output text and first-answer-token log-probability of every row: greedy rows deduplicated per (problem, program), then all rows of
     one temperature in ``generate`` calls of ``batch_size`` rows; a sampled row draws from its own
-    generator (:func:`row_seed`)."""
+    generator (:func:`row_seed`). Router rows as in :func:`_execute` (:func:`_execute_routed`)."""
     max_new, early = config.generation()
     stop = list(generation_setting(config.prompt_style).stop_strings)
     rules = [answer_rule(config.prompt_style, p) for p in problems] if early else None
     texts: list[str | None] = [None] * len(rows)
     firsts_lp: list[float | None] = [None] * len(rows)
     groups: dict[tuple, list[int]] = {}
+    routed = [j for j, row in enumerate(rows) if row.candidate.router is not None]
     for j, row in enumerate(rows):
         c = row.candidate
+        if c.router is not None:
+            continue
         key = (c.temperature, row.problem, tuple(c.program)) if c.temperature == 0 else (c.temperature, j)
         groups.setdefault(key, []).append(j)
     by_temp: dict[float, list[tuple]] = {}
@@ -363,29 +438,62 @@ def _execute_legacy(rows: list[_Row], problems: list[Problem], prompts: list[str
                 lp = None if lp is None else round(float(lp), 5)
                 for j in groups[k]:
                     texts[j], firsts_lp[j] = text, lp
-    return texts, firsts_lp  # type: ignore[return-value]
+    extras: list[dict] = [{} for _ in rows]
+    for j, (text, lp, extra) in _execute_routed(routed, rows, problems, prompts, model, tokenizer, config,
+                                                routers or {}).items():
+        texts[j], firsts_lp[j], extras[j] = text, lp, extra
+    return texts, firsts_lp, extras  # type: ignore[return-value]
 
 
+#: The online-router methods (docs/architecture.md section 15): each needs a router checkpoint of its kind.
+ROUTER_METHODS = ("drllm", "mindskip", "flexidepth")
+#: ``polar eval --methods``'s default (without ``--routers``): every method but the router ones.
+DEFAULT_METHODS = ("polar", "base_greedy", "base_sample", "shortgpt", "best_static", "random_single_edit",
+                   "random_segment", "oracle")
 #: Method names ``polar eval --methods`` accepts (``base_sample`` expands to one per temperature).
-METHOD_NAMES = ("polar", "base_greedy", "base_sample", "shortgpt", "best_static", "random_single_edit",
-                "random_segment", "oracle")
+METHOD_NAMES = DEFAULT_METHODS + ROUTER_METHODS
 DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0)
+
+_ROUTER_DEFINITIONS = {
+    "drllm": ("DR.LLM router: per problem the program it decides over the prompt (skip / run / repeat per layer), "
+              "run as a program; candidate 1 greedy, candidates 2..k T={t:g} samples under the router's decisions "
+              "(the same program); a problem whose decided program is empty runs the full program instead "
+              "(`fallback` in summary.json: the share of such candidates)"),
+    "mindskip": ("MindSkip router: generate(router=) with attention gates decided over the prompt; candidate 1 "
+                 "greedy, candidates 2..k T={t:g} samples under the router's decisions; `layers` = D (every layer "
+                 "runs), `attention_open` = % of the D attention sub-layers run"),
+    "flexidepth": ("FlexiDepth router: generate(router=) with per-token layer gates; candidate 1 greedy, candidates "
+                   "2..k T={t:g} samples under the router's decisions; `layers` = mean layers per processed token "
+                   "(prompt and generated) run in full"),
+}
 
 
 def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int = 0, predictor=None,
                   search_records: Sequence[dict] = (), shortgpt_problems: Sequence[Problem] = (),
                   prompt_style: str = "fewshot", temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-                  train_sweep=None) -> list[Method]:
+                  train_sweep=None, routers: dict | None = None, batch_size: int = 64) -> list[Method]:
     """The methods named in ``names`` (see :data:`METHOD_NAMES`), checked before any compute:
     ``polar`` needs a predictor (the segment predictor, or a scorer: its :meth:`Scorer.select`
     top-k), ``oracle`` needs search results, ``best_static`` a training sweep matrix
     (``train_sweep``, a :class:`polar.search.SweepMatrix`: the static set cover on it, as the
     learnability study defines best static) or else search results (the programs most often valid
     in search), ``shortgpt`` needs training problems (its Block Influence is measured on their
-    prompts). Each method's ``definition`` says which definition it uses where there are several."""
+    prompts), ``drllm`` / ``mindskip`` / ``flexidepth`` a router of that kind in ``routers``
+    (``{kind: router}``, e.g. :func:`polar.routers.load_router`; a router with a ``kind``
+    attribute must have that kind): :class:`RouterPrograms` (DR.LLM's decided programs, routed in
+    calls of ``batch_size`` prompts) and :class:`GatedRouter`. Each method's ``definition`` says
+    which definition it uses where there are several."""
     unknown = [n for n in names if n not in METHOD_NAMES]
     if unknown:
         raise UserError(f"unknown method {unknown[0]!r}; expected some of {METHOD_NAMES}")
+    routers = dict(routers or {})
+    for name in (n for n in ROUTER_METHODS if n in names):
+        if name not in routers:
+            raise UserError(f"method {name!r} needs a {name} router checkpoint (--routers; polar train-router "
+                            f"--kind {name})")
+        kind = getattr(routers[name], "kind", name)
+        if kind != name:
+            raise UserError(f"method {name!r} got a {kind} router; expected a {name} one")
     if "polar" in names and predictor is None:
         raise UserError("method 'polar' needs a predictor checkpoint (--checkpoint)")
     if "oracle" in names and not search_records:
@@ -427,4 +535,12 @@ def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int =
             methods.append(RandomSegmentPrograms(D, seed))
         elif name == "oracle":
             methods.append(SearchOracle(search_records))
+        elif name in ROUTER_METHODS:
+            if name == "drllm":
+                m = RouterPrograms(routers[name], model, tokenizer, name=name, prompt_style=prompt_style,
+                                   batch_size=batch_size)
+            else:
+                m = GatedRouter(routers[name], D, name)
+            m.definition = _ROUTER_DEFINITIONS[name].format(t=ROUTER_SAMPLE_TEMPERATURE)
+            methods.append(m)
     return methods
