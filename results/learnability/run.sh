@@ -12,10 +12,11 @@ POLAR="${POLAR:-python -m polar.cli}"
 SW="$ROOT/results/sweep"
 FAMILIES="L1 L2 L3 L4 L5 words"
 files() { for f in $FAMILIES; do echo "$SW/$1/${f}_$2.jsonl"; done; }
+present() { for f in $FAMILIES; do [ -f "$SW/$1/${f}_$2.jsonl" ] && echo "$SW/$1/${f}_$2.jsonl"; done; true; }  # samples: those swept so far
 for f in "$SW"/programs/*.jsonl.gz "$SW"/samples/*.jsonl.gz; do  # unpack committed matrices
   [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -kc "$f" > "${f%.gz}"
 done
-TRAIN=($(files programs train)); VAL=($(files programs validation)); TEST=($(files programs test))
+TRAIN=($(files programs train)); VAL=($(files programs validation)); TEST=($(present programs test))
 T="${THREADS:-1}"
 case "${1:-}" in
   scorers)
@@ -24,11 +25,11 @@ case "${1:-}" in
     $POLAR train --head scorer --features llm --model default --sweep "${TRAIN[@]}" --val-sweep "${VAL[@]}" --seed 0 \
       --threads "$T" --out "$ROOT/results/predictor/scorer_llm" ;;
   study)
-    $POLAR analyze-sweep --train "${TRAIN[@]}" --val "${VAL[@]}" --test "${TEST[@]}" --samples $(files samples test) \
+    $POLAR analyze-sweep --train "${TRAIN[@]}" --val "${VAL[@]}" --test "${TEST[@]}" --samples $(present samples test) \
       --scorer "$ROOT/results/predictor/scorer_text" --scorer-llm "$ROOT/results/predictor/scorer_llm" --model default \
       --seed 0 --threads "$T" --out "$HERE" ;;
   val-study)
-    $POLAR analyze-sweep --train "${TRAIN[@]}" --test "${VAL[@]}" --samples $(files samples validation) \
+    $POLAR analyze-sweep --train "${TRAIN[@]}" --test "${VAL[@]}" --samples $(present samples validation) \
       --scorer "$ROOT/results/predictor/scorer_text" --scorer-llm "$ROOT/results/predictor/scorer_llm" --model default \
       --seed 0 --threads "$T" --out "$HERE/validation" ;;
   *) echo "usage: $0 scorers|study|val-study" >&2; exit 2 ;;
