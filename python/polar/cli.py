@@ -42,7 +42,8 @@ from .predictor import (EmbeddingEncoder, Predictor, PredictorConfig, TrainConfi
                         recorded_depth, train_from_files)
 from .predictor import Scorer, load_encoder, sweep_prompts
 from .predictor import ScorerTrainConfig, train_scorer_from_files
-from .predictor._scorer import SCORER_FORMAT
+from .predictor._predictor import DEFAULT_CHECKPOINT
+from .predictor._scorer import SCORER_FORMAT, is_scorer_checkpoint
 from .evaluation.solve import SELECTS, SELECTION_FILE, load_selection, save_selection
 from .routers import ROUTER_KINDS, RouterRun, RouterTrainConfig, load_router, train_router
 from .routers import read_config as read_router_config
@@ -338,32 +339,28 @@ def _eval_router_dirs(folders: Sequence[str] | None) -> dict[str, str]:
 def _eval_selection(checkpoint: str | None) -> dict:
     """The rule of ``polar eval``'s answer@k: the checkpoint's ``selection.json`` (chosen on
     validation data), else top1."""
-    if checkpoint and checkpoint != "default" and (Path(checkpoint) / SELECTION_FILE).is_file():
-        choice = load_selection(checkpoint)
-        return {"rule": choice["rule"], "threshold": choice.get("threshold"),
-                "source": str(Path(checkpoint) / SELECTION_FILE)}
+    folder = DEFAULT_CHECKPOINT if checkpoint == "default" else Path(checkpoint) if checkpoint else None
+    if folder is not None and checkpoint != "default-segments" and (folder / SELECTION_FILE).is_file():
+        choice = load_selection(folder)
+        return {"rule": choice["rule"], "threshold": choice.get("threshold"), "source": str(folder / SELECTION_FILE)}
     return {"rule": "top1", "threshold": None, "source": "default (no selection.json)"}
 
 
 def checkpoint_format(checkpoint: str) -> str:
-    """``"polar-scorer"`` for a scorer checkpoint folder (its ``config.json`` says so), else
-    ``"segments"`` (the paper's predictor, and ``default``)."""
-    config = Path(checkpoint) / "config.json"
-    if checkpoint != "default" and config.is_file():
-        try:
-            fmt = json.loads(config.read_text(encoding="utf-8")).get("format")
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise UserError(f"{config} is not a checkpoint's config.json: {err}") from err
-        if fmt == SCORER_FORMAT:
-            return SCORER_FORMAT
-    return "segments"
+    """``"polar-scorer"`` for a scorer checkpoint folder (its ``config.json`` says so; ``default``:
+    the shipped one's), else ``"segments"`` (the paper's predictor, and ``default-segments``)."""
+    if checkpoint == "default-segments":
+        return "segments"
+    folder = DEFAULT_CHECKPOINT if checkpoint == "default" else Path(checkpoint)
+    return SCORER_FORMAT if _user_input(is_scorer_checkpoint, folder) else "segments"
 
 
 def _load_predictor(checkpoint: str, model, tok):
     """The segment predictor (``default`` or a folder) or a scorer (a folder whose config.json has
     format ``polar-scorer``); a scorer remembers its folder, where ``selection.json`` lies."""
-    if checkpoint == "default":
-        return Predictor.load_default(embedding=model.get_input_embeddings(), tokenizer=tok)
+    if checkpoint in ("default", "default-segments"):
+        return Predictor.load_default(head="segments" if checkpoint == "default-segments" else "auto",
+                                      embedding=model.get_input_embeddings(), tokenizer=tok)
     if checkpoint_format(checkpoint) == SCORER_FORMAT:
         try:
             scorer = _user_input(Scorer.load, checkpoint)
@@ -543,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog='example: polar ask "What is 23 + 41?" --k 5')
     ak.add_argument("question")
     ak.add_argument("--k", type=int, default=5)
-    ak.add_argument("--checkpoint", default="default", help="'default' (shipped for the default model) or a folder")
+    ak.add_argument("--checkpoint", default="default",
+                    help="'default' (shipped for the default model: the predictor best on validation), "
+                         "'default-segments' (the paper's segment predictor shipped beside it) or a folder")
     ak.add_argument("--model", default="default")
     ak.add_argument("--prompt-style", default=DEFAULT_PROMPT_STYLE, choices=PROMPT_STYLES)
     ak.add_argument("--select", default="auto", choices=SELECTS,

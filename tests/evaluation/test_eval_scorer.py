@@ -206,7 +206,8 @@ def test_scorer_checkpoints_are_detected_and_the_method_travels_without_its_mode
     from polar.evaluation import ScorerMethod
 
     assert cli.checkpoint_format(str(setup["scorer"])) == "polar-scorer"
-    assert cli.checkpoint_format("default") == "segments"
+    assert cli.checkpoint_format("default") == "polar-scorer"  # the shipped predictor: the one best on validation
+    assert cli.checkpoint_format("default-segments") == "segments"
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"format": "polar-scorer", "version": 1}))

@@ -307,16 +307,16 @@ def test_checkpoint_without_max_runs_loads_as_the_paper_space(tmp_path, toy):
 
 
 def test_shipped_checkpoint_matches_its_config():
-    """The shipped predictor (no max_runs key when trained) has the op head its config says."""
+    """The shipped segment predictor (no max_runs key when trained) has the op head its config says."""
     from polar.predictor import PredictorConfig
-    from polar.predictor._predictor import DEFAULT_CHECKPOINT
+    from polar.predictor._predictor import DEFAULT_SEGMENTS_CHECKPOINT
 
-    if not (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file():
+    if not (DEFAULT_SEGMENTS_CHECKPOINT / CONFIG_FILE).is_file():
         pytest.skip("no shipped checkpoint in this install")
-    meta = json.loads((DEFAULT_CHECKPOINT / CONFIG_FILE).read_text())
+    meta = json.loads((DEFAULT_SEGMENTS_CHECKPOINT / CONFIG_FILE).read_text())
     cfg = PredictorConfig.from_dict(meta["predictor"])
     assert cfg.max_runs == meta["predictor"].get("max_runs", 2)
-    weights = load_file(str(DEFAULT_CHECKPOINT / WEIGHTS_FILE))
+    weights = load_file(str(DEFAULT_SEGMENTS_CHECKPOINT / WEIGHTS_FILE))
     assert weights["op_head.weight"].shape == (cfg.max_runs + 1, cfg.d)
 
 

@@ -263,3 +263,19 @@ def test_polar_train_head_scorer_and_segments_on_sweeps(tmp_path, capsys):
     assert cli.main(["train", "--head", "scorer", "--deploy-k", "0", "--out", str(tmp_path / "x"), *common]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--deploy-k" in err and not (tmp_path / "x").exists()
+
+
+def test_the_shipped_default_is_a_scorer_with_its_rule_and_the_segment_predictor_beside_it():
+    from polar import Predictor
+    from polar.evaluation.solve import load_selection
+    from polar.predictor._predictor import DEFAULT_CHECKPOINT, DEFAULT_SEGMENTS_CHECKPOINT
+
+    if not (DEFAULT_CHECKPOINT / "config.json").is_file() or not (DEFAULT_SEGMENTS_CHECKPOINT / "config.json").is_file():
+        pytest.skip("this checkout ships no predictor checkpoints")
+    scorer = Predictor.load_default()
+    assert isinstance(scorer, Scorer) and scorer.config.num_layers == 30 and not scorer.config.uses_llm
+    assert load_selection(scorer.directory)["rule"] in ("top1", "vote", "gate")
+    segments = Predictor.load_default(head="segments")
+    assert isinstance(segments, Predictor) and segments.num_layers == 30
+    with pytest.raises(ValueError, match="head"):
+        Predictor.load_default(head="best")

@@ -43,10 +43,13 @@ from lm_eval.models.utils import (handle_stop_sequences, normalize_gen_kwargs, p
 
 from ..errors import UserError
 from ..models import load_model
-from ..predictor import Predictor
+from ..predictor import Predictor, Scorer
+from ..predictor._scorer import is_scorer_checkpoint
 from ..programs import Program, parse_program_text, validate_program
 from ..routers import load_router
 from ..runtime import batched_execute, generate
+from .methods import is_scorer
+from .solve import ranked_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -237,11 +240,19 @@ class PolarLM(TemplateLM):
         if not isinstance(name, str):
             return name  # a Predictor object (Python use)
         emb, tok = self.model.get_input_embeddings(), self.tokenizer
-        predictor = (Predictor.load_default(embedding=emb, tokenizer=tok) if name == "default"
-                     else Predictor.load(name, embedding=emb, tokenizer=tok))
-        if predictor.num_layers != self.num_layers:
-            raise UserError(f"PolarLM: predictor {name} is for {predictor.num_layers}-layer models, "
-                            f"the model has {self.num_layers}")
+        if name in ("default", "default-segments"):
+            predictor = Predictor.load_default(head="segments" if name == "default-segments" else "auto",
+                                               embedding=emb, tokenizer=tok)
+        elif is_scorer_checkpoint(name):
+            predictor = Scorer.load(name)
+        else:
+            predictor = Predictor.load(name, embedding=emb, tokenizer=tok)
+        depth = predictor.config.num_layers if is_scorer(predictor) else predictor.num_layers
+        if depth != self.num_layers:
+            raise UserError(f"PolarLM: predictor {name} is for {depth}-layer models, the model has {self.num_layers}")
+        if is_scorer(predictor) and predictor.config.uses_llm:
+            raise UserError(f"PolarLM: predictor {name} is a scorer with LLM features; use a text-feature scorer "
+                            "or a segment predictor here")
         return predictor
 
     def _question(self, request) -> str:
@@ -266,8 +277,8 @@ class PolarLM(TemplateLM):
             new = sorted({q for q in questions if q not in self._predicted})
             for s in range(0, len(new), 64):
                 chunk = new[s:s + 64]
-                for q, preds in zip(chunk, self.predictor.predict(chunk, k=1)):
-                    self._predicted[q] = validate_program(preds[0].program, self.num_layers)
+                for q, cands in zip(chunk, ranked_candidates(self.predictor, chunk, 1, self.num_layers)):
+                    self._predicted[q] = validate_program(cands[0][0], self.num_layers)
             programs = [self._predicted[q] for q in questions]
         for p in programs:
             self.stats.add(p, self.num_layers)

@@ -121,7 +121,7 @@ def ranked_candidates(predictor, questions: Sequence[str], k: int, num_layers: i
                 prog = tuple(int(i) for i in p.program)
                 if prog not in seen:
                     seen.add(prog)
-                    cands.append((prog, float(p.score)))
+                    cands.append((prog, float(getattr(p, "score", 0.0))))
             out.append(cands[:k])
         return out
     raise UserError(f"{type(predictor).__name__} is not a predictor: it needs predict_proba/select/entries "

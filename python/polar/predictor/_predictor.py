@@ -29,6 +29,7 @@ from ._config import DecodeConfig, PredictorConfig
 from ._decode import Prediction, decode_batch
 from ._encoder import TextEncoder, load_encoder
 from ._network import PolarNet
+from ._scorer import SCORER_FORMAT, Scorer
 
 CHECKPOINT_FORMAT = "polar-predictor"
 CHECKPOINT_VERSION = 1
@@ -46,8 +47,11 @@ def _fingerprint_of(identity: str) -> str:
     return identity.rsplit(":", 1)[-1]
 
 
-#: Where the predictor shipped for the default model lives (package data).
+#: Where the predictor shipped for the default model lives (package data): the one best on validation
+#: (results/predictor/README.md; today a scorer, results/predictor/scorer_text).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "default"
+#: The paper's segment predictor shipped for the default model (results/predictor/skip_loop_r5).
+DEFAULT_SEGMENTS_CHECKPOINT = Path(__file__).resolve().parent / "default_segments"
 
 
 class Predictor(nn.Module):
@@ -141,12 +145,23 @@ class Predictor(nn.Module):
         return directory
 
     @classmethod
-    def load_default(cls, *, embedding: nn.Module | None = None, tokenizer: Callable | None = None) -> "Predictor":
-        """The checkpoint shipped with polar for the default model (SmolLM2-135M-Instruct), trained on
-        ``results/search`` (see its ``config.json``). ``FileNotFoundError`` when this install has none."""
-        if not (DEFAULT_CHECKPOINT / CONFIG_FILE).is_file():
-            raise UserFileNotFoundError(f"no shipped predictor checkpoint in {DEFAULT_CHECKPOINT}")
-        return cls.load(DEFAULT_CHECKPOINT, embedding=embedding, tokenizer=tokenizer)
+    def load_default(cls, *, head: str = "auto", embedding: nn.Module | None = None,
+                     tokenizer: Callable | None = None):
+        """The predictor shipped with polar for the default model (SmolLM2-135M-Instruct).
+
+        ``head="auto"``: the one that was best on the validation splits (results/predictor/README.md),
+        today a :class:`polar.predictor.Scorer` (text features, trained on the program-library
+        sweeps; its ``selection.json`` holds the answer rule of ``polar.solve(select="auto")``);
+        ``head="segments"``: the paper's segment predictor (trained on ``results/search``).
+        ``FileNotFoundError`` when this install has none; ``ValueError`` for another ``head``."""
+        if head not in ("auto", "segments"):
+            raise UserError(f"head must be 'auto' or 'segments', got {head!r}")
+        folder = DEFAULT_SEGMENTS_CHECKPOINT if head == "segments" else DEFAULT_CHECKPOINT
+        if not (folder / CONFIG_FILE).is_file():
+            raise UserFileNotFoundError(f"no shipped predictor checkpoint in {folder}")
+        if json.loads((folder / CONFIG_FILE).read_text()).get("format") == SCORER_FORMAT:
+            return Scorer.load(folder)
+        return cls.load(folder, embedding=embedding, tokenizer=tokenizer)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, encoder: TextEncoder | None = None, *,

@@ -38,7 +38,7 @@ import math
 import os
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -266,7 +266,22 @@ class Scorer:
         state = load_file(str(directory / WEIGHTS_FILE))
         net = ScorerNet(config, in_dim, len(entries))
         net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-        return cls(config, entries, net, state["train_correct"].numpy().astype(bool), encoder, meta)
+        scorer = cls(config, entries, net, state["train_correct"].numpy().astype(bool), encoder, meta)
+        scorer.directory = directory  # where selection.json lies (polar.solve(select="auto"))
+        return scorer
+
+
+def is_scorer_checkpoint(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds a scorer checkpoint (its ``config.json`` says format
+    ``polar-scorer``); ``ValueError`` for a ``config.json`` that is not JSON."""
+    config = Path(directory) / CONFIG_FILE
+    if not config.is_file():
+        return False
+    try:
+        meta = json.loads(config.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{config} is not a checkpoint's config.json: {err}") from None
+    return isinstance(meta, dict) and meta.get("format") == SCORER_FORMAT
 
 
 # ------------------------------------------------------------------------------------ training data
@@ -539,4 +554,4 @@ def train_scorer_from_files(sweep: Sequence[str | os.PathLike], out_dir: str | o
     return scorer
 
 
-__all__ = ["Scorer", "ScorerNet", "program_columns", "sweep_prompts", "train_scorer", "train_scorer_from_files"]
+__all__ = ["Scorer", "ScorerNet", "is_scorer_checkpoint", "program_columns", "sweep_prompts", "train_scorer", "train_scorer_from_files"]
