@@ -45,3 +45,16 @@ def test_nested_anchors_reuse_the_whole_node_with_the_same_tokens():
     assert out.prefill_work_cached == units * len(X)                     # ... over its whole span (not the shots')
     ref = generate(model, None, padded_batch(prompts_x, "left"), programs, 3)
     assert out.tokens == ref.tokens
+
+
+def test_common_prefix_and_next_anchor():
+    from polar.runtime import common_prefix, next_anchor
+
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == (1, 2)
+    assert common_prefix([[1, 2], [1, 2]]) == (1, 2) and common_prefix([[1], [2]]) == () and common_prefix([]) == ()
+    assert next_anchor([[1, 2, 3, 4]], None) is None              # one prompt: no anchor (it would be all of it)
+    assert next_anchor([[1, 2, 3, 4], [1, 2, 3, 4]], None) is None  # one distinct prompt
+    assert next_anchor([[1, 2, 3, 4], [1, 2, 3, 9]], None) == (1, 2, 3)
+    assert next_anchor([[1, 2, 3, 7]], (1, 2, 3)) == (1, 2, 3)      # a later single prompt extends it: kept
+    assert next_anchor([[1, 2, 8]], (1, 2, 3)) == (1, 2)            # shortened to what both share
+    assert next_anchor([[5, 6], [5, 7]], (1, 2)) == (1, 2)          # nothing shared: the anchor stays

@@ -71,6 +71,7 @@ from ..errors import UserError, UserFileNotFoundError
 from ..models import DEFAULT_MODEL_DIRNAME, cache_root
 from ..predictor._encoder import load_encoder
 from ..predictor._selection import select_top_k, static_cover
+from ..runtime import common_prefix
 from ..search._sweep import SweepMatrix, read_sweep
 from ..tasks import Problem, build_prompt
 from .metrics import answer_correct, majority_answer
@@ -301,10 +302,7 @@ def prompt_tokens(records: Sequence[dict], prompt_style: str, tokenizer=None) ->
             "approx: len(question) / 4"
     prompts = [build_prompt(_problem(r), prompt_style, tokenizer) for r in records]
     ids = tokenizer(prompts, padding=False)["input_ids"]
-    n = 0
-    if len(ids) > 1:
-        while all(len(x) > n for x in ids) and len({x[n] for x in ids}) == 1:
-            n += 1
+    n = len(common_prefix(ids)) if len(ids) > 1 else 0
     return np.array([len(x) - n for x in ids], dtype=float), "tokenizer (after the shared prefix)"
 
 

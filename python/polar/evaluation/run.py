@@ -59,7 +59,7 @@ from tqdm import tqdm
 from .._checks import check_int
 from ..errors import UserError
 from ..jobs import ModelWorker, RayOptions, ResultsFile, read_records, report_failed, run_ray, versions
-from ..runtime import PrefixCache, generate, prefix_cache_bytes
+from ..runtime import PrefixCache, generate, next_anchor, prefix_cache_bytes
 from ..runtime.resume import ResumableRow, advance, row_text
 from ..tasks import Problem, answer_rule, build_prompt, generation_setting, resolve
 from .methods import (ROUTER_SAMPLE_TEMPERATURE, BaseGreedy, BaseSampling, Candidate, GatedRouter, Method,
@@ -176,14 +176,7 @@ class RunCache:
         (a single distinct prompt keeps it); returns the cache."""
         if self.cache is None:
             return None
-        seqs = {tuple(ids) for ids in tokenizer(list(prompts), padding=False)["input_ids"]}
-        if self.anchor is not None:
-            seqs.add(self.anchor)
-        if len(seqs) >= 2:
-            first, n = next(iter(seqs)), 0
-            while all(len(q) > n for q in seqs) and len({q[n] for q in seqs}) == 1:
-                n += 1
-            self.anchor = first[:n] if n else self.anchor
+        self.anchor = next_anchor(tokenizer(list(prompts), padding=False)["input_ids"], self.anchor)
         if self.anchor:
             self.cache.root(self.anchor, create=True)
         return self.cache

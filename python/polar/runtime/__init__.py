@@ -22,7 +22,7 @@ from .cache import PooledKVCache, StepKVCache
 from .executor import ExecutionResult, batched_execute
 from .generation import GenerationResult, generate, stop_end
 from .packing import PackedPrograms, pack
-from .prefix_cache import PrefixCache, prefix_cache_bytes, weight_fingerprint
+from .prefix_cache import PrefixCache, common_prefix, next_anchor, prefix_cache_bytes, weight_fingerprint
 from .reference import reference_forward, reference_generate
 from .routing import LayerGates, ReplayRouter, Router
 from .runners import BACKENDS
@@ -30,7 +30,7 @@ from .schedule import DEFAULT_POLICY, POLICIES, Waves, plan_waves, plan_waves_re
 
 __all__ = [
     "BACKENDS", "DEFAULT_POLICY", "POLICIES", "SUPPORTED_MODEL_TYPES", "ExecutionResult", "GenerationResult",
-    "ModelAdapter", "PackedPrograms", "PooledKVCache", "PrefixCache", "prefix_cache_bytes", "weight_fingerprint", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
+    "ModelAdapter", "PackedPrograms", "PooledKVCache", "PrefixCache", "common_prefix", "next_anchor", "prefix_cache_bytes", "weight_fingerprint", "StepKVCache", "UnsupportedModelError", "Waves", "batched_execute",
     "generate", "get_adapter", "pack", "plan_waves", "plan_waves_reference", "reference_forward",
     "reference_generate", "stop_end", "LayerGates", "ReplayRouter", "Router",
 ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,28 @@ from .._checks import check_int
 
 #: Elements sampled (evenly spaced) from each parameter by :func:`weight_fingerprint`.
 FINGERPRINT_SAMPLES = 16
+
+
+def common_prefix(seqs: Iterable[Sequence[int]]) -> tuple[int, ...]:
+    """The longest common prefix of token sequences (``()`` when they share none or there are none)."""
+    seqs = [tuple(q) for q in seqs]
+    if not seqs:
+        return ()
+    n = 0
+    while all(len(q) > n for q in seqs) and len({q[n] for q in seqs}) == 1:
+        n += 1
+    return seqs[0][:n]
+
+
+def next_anchor(seqs: Iterable[Sequence[int]], anchor: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The cache anchor after a call's prompts ``seqs`` (token lists): the longest common prefix of
+    them and the anchor before (``None``: none yet), where the prompts' common part (few-shot shots,
+    the question's fixed words) ends. Unchanged when they hold one distinct sequence (a single
+    prompt would make its whole self the anchor, which no other prompt extends) or share no token."""
+    distinct = {tuple(q) for q in seqs} | ({anchor} if anchor is not None else set())
+    if len(distinct) < 2:
+        return anchor
+    return common_prefix(distinct) or anchor
 
 
 def prefix_cache_bytes(prefix_cache_mb: int) -> int:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from .._checks import check_int
 from ..errors import UserError, UserFileNotFoundError
 from ..models import load_model, model_depth
-from ..runtime import PrefixCache, generate, prefix_cache_bytes
+from ..runtime import PrefixCache, generate, next_anchor, prefix_cache_bytes
 from ..jobs import ModelWorker, RayOptions, ResultsFile, read_jsonl, run_ray
 from ..jobs import versions as _versions
 from ..tasks import (DEFAULT_PROMPT_STYLE, PROMPT_STYLES, Problem, answer_rule, build_prompt,
@@ -138,17 +138,10 @@ class Sweeper(ModelWorker):
         prompt, which no other problem extends."""
         if self.prefix_cache is None:
             return
-        seqs = [tuple(ids) for ids in self.tokenizer([build_prompt(p, self.run_settings.prompt_style, self.tokenizer)
-                                                      for p in problems], padding=False)["input_ids"]]
-        if self.anchor is not None:
-            seqs.append(self.anchor)
-        if len(set(seqs)) < 2:
-            return
-        n = 0
-        while all(len(q) > n for q in seqs) and len({q[n] for q in seqs}) == 1:
-            n += 1
-        if n:
-            self.anchor = seqs[0][:n]
+        seqs = self.tokenizer([build_prompt(p, self.run_settings.prompt_style, self.tokenizer) for p in problems],
+                              padding=False)["input_ids"]
+        self.anchor = next_anchor(seqs, self.anchor)
+        if self.anchor:
             self.prefix_cache.root(self.anchor, create=True)
 
     def problems_per_call(self) -> int:
