@@ -33,6 +33,7 @@ from ..errors import UserError
 from ..programs import Program, full, random_compact
 from ..predictor import static_cover
 from ..runtime import batched_execute, get_adapter
+from ..runtime.generation import left_pad
 from ..tasks import Problem, build_prompt
 
 logger = logging.getLogger(__name__)
@@ -275,17 +276,6 @@ def _to_model(router, model) -> None:
         router.to(get_adapter(model).device)
 
 
-def _left_padded(tokenizer, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-    """``{input_ids, attention_mask}`` ``[B, T]`` of ``prompts``, left-padded by hand as
-    :func:`polar.generate` pads text (the tokenizer's pad id, else its EOS id, else 0)."""
-    ids = [list(x) for x in tokenizer(list(prompts), padding=False)["input_ids"]]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pad = 0 if pad is None else int(pad)
-    T = max(len(x) for x in ids)
-    return {"input_ids": torch.tensor([[pad] * (T - len(x)) + x for x in ids], dtype=torch.long),
-            "attention_mask": torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)}
-
-
 class RouterPrograms(Method):
     """A router that decides a whole program per row over the prompt (DR.LLM: skip / run once /
     run twice per layer): ``polar.batched_execute(model, None, prompts, router=R).programs`` on
@@ -319,7 +309,7 @@ class RouterPrograms(Method):
         prompts = [build_prompt(p, self.prompt_style, self.tokenizer) for p in problems]
         out: list[Program] = []
         for b in range(0, len(prompts), self.batch_size):
-            inputs = _left_padded(self.tokenizer, prompts[b:b + self.batch_size])
+            inputs = left_pad(self.tokenizer, self.tokenizer(prompts[b:b + self.batch_size], padding=False)["input_ids"])
             out += batched_execute(self.model, None, inputs, router=self.router).programs
         return out
 

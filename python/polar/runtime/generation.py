@@ -96,13 +96,18 @@ def _tokenize(tokenizer, inputs):
         return inputs
     if tokenizer is None:
         raise UserError("text inputs need a tokenizer")
-    ids = [list(x) for x in tokenizer(list(inputs), padding=False)["input_ids"]]
+    return left_pad(tokenizer, tokenizer(list(inputs), padding=False)["input_ids"])
+
+
+def left_pad(tokenizer, seqs: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    """``{input_ids, attention_mask}`` ``[B, T]`` (long) of token lists, left-padded by hand with
+    the tokenizer's pad id, else its EOS id, else 0 (the tokenizer's own settings untouched)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pad = 0 if pad is None else int(pad)
-    T = max(len(x) for x in ids)
-    input_ids = torch.tensor([[pad] * (T - len(x)) + x for x in ids], dtype=torch.long)
-    attention_mask = torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in ids], dtype=torch.long)
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    seqs = [list(x) for x in seqs]
+    T = max(len(x) for x in seqs)
+    return {"input_ids": torch.tensor([[pad] * (T - len(x)) + x for x in seqs], dtype=torch.long),
+            "attention_mask": torch.tensor([[0] * (T - len(x)) + [1] * len(x) for x in seqs], dtype=torch.long)}
 
 
 def _eos_ids(model, tokenizer, eos_token_id) -> set[int]:

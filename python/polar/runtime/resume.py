@@ -20,11 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import torch
-
 from .._checks import check_int
 from ..errors import UserError
-from .generation import GenerationResult, _text, generate, stop_end
+from .generation import GenerationResult, _text, generate, left_pad, stop_end
 
 
 @dataclass
@@ -49,11 +47,6 @@ class ResumableRow:
 def row_text(tokenizer, row: ResumableRow, stop_strings: Sequence[str]) -> str:
     """The row's text as :func:`.generation.generate` returns it (cut after the first stop string)."""
     return _text(tokenizer, row.tokens, list(stop_strings))
-
-
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return 0 if pad is None else int(pad)
 
 
 def advance(model, tokenizer, rows: Sequence[ResumableRow], max_new_tokens: int,
@@ -98,12 +91,7 @@ def advance(model, tokenizer, rows: Sequence[ResumableRow], max_new_tokens: int,
             return False
         return True
 
-    seqs = [r.prompt_ids + r.tokens for r in todo]
-    T = max(len(s) for s in seqs)
-    pad = _pad_id(tokenizer)
-    input_ids = torch.tensor([[pad] * (T - len(s)) + s for s in seqs], dtype=torch.long)
-    attention_mask = torch.tensor([[0] * (T - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
-    out = generate(model, tokenizer, {"input_ids": input_ids, "attention_mask": attention_mask},
+    out = generate(model, tokenizer, left_pad(tokenizer, [r.prompt_ids + r.tokens for r in todo]),
                    [list(r.program) for r in todo], max(remaining), stop_fn=stop_fn,
                    prefix_tokens=[r.tokens for r in todo], **generate_kwargs)
     for i, r in enumerate(todo):
