@@ -38,9 +38,9 @@ from .search import (DEFAULT_LIBRARY, DEFAULT_MAX_NEW_TOKENS as SEARCH_MAX_NEW_T
 from .errors import UserError, UserFileNotFoundError
 from .jobs import RayOptions
 from .models import cache_root, check_device, load_model, model_depth
-from .predictor import (EmbeddingEncoder, Predictor, PredictorConfig, TrainConfig, load_search_results,
+from .predictor import (EmbeddingEncoder, PredictorConfig, TrainConfig, load_search_results,
                         recorded_depth, train_from_files)
-from .predictor import Scorer, load_encoder, sweep_prompts
+from .predictor import Scorer, load_encoder, load_predictor, sweep_prompts
 from .predictor import ScorerTrainConfig, train_scorer_from_files
 from .predictor._predictor import DEFAULT_CHECKPOINT
 from .predictor._scorer import SCORER_FORMAT, is_scorer_checkpoint
@@ -352,23 +352,13 @@ def checkpoint_format(checkpoint: str) -> str:
     if checkpoint == "default-segments":
         return "segments"
     folder = DEFAULT_CHECKPOINT if checkpoint == "default" else Path(checkpoint)
-    return SCORER_FORMAT if _user_input(is_scorer_checkpoint, folder) else "segments"
+    return SCORER_FORMAT if is_scorer_checkpoint(folder) else "segments"
 
 
 def _load_predictor(checkpoint: str, model, tok):
-    """The segment predictor (``default`` or a folder) or a scorer (a folder whose config.json has
-    format ``polar-scorer``); a scorer remembers its folder, where ``selection.json`` lies."""
-    if checkpoint in ("default", "default-segments"):
-        return Predictor.load_default(head="segments" if checkpoint == "default-segments" else "auto",
-                                      embedding=model.get_input_embeddings(), tokenizer=tok)
-    if checkpoint_format(checkpoint) == SCORER_FORMAT:
-        try:
-            scorer = _user_input(Scorer.load, checkpoint)
-        except FileNotFoundError as err:
-            raise UserFileNotFoundError(str(err)) from err
-        scorer.directory = Path(checkpoint)
-        return scorer
-    return Predictor.load(checkpoint, embedding=model.get_input_embeddings(), tokenizer=tok)
+    """:func:`polar.predictor.load_predictor` with ``model``'s embedding (``default``,
+    ``default-segments``, a scorer or a segment predictor folder)."""
+    return load_predictor(checkpoint, embedding=model.get_input_embeddings(), tokenizer=tok)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:

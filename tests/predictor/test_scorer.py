@@ -279,3 +279,7 @@ def test_the_shipped_default_is_a_scorer_with_its_rule_and_the_segment_predictor
     assert isinstance(segments, Predictor) and segments.num_layers == 30
     with pytest.raises(ValueError, match="head"):
         Predictor.load_default(head="best")
+    from polar.predictor import load_predictor  # by name or folder: the same checkpoints
+    assert isinstance(load_predictor("default"), Scorer) and isinstance(load_predictor(DEFAULT_CHECKPOINT), Scorer)
+    assert isinstance(load_predictor("default-segments"), Predictor)
+    assert isinstance(load_predictor(DEFAULT_SEGMENTS_CHECKPOINT), Predictor)

@@ -43,8 +43,7 @@ from lm_eval.models.utils import (handle_stop_sequences, normalize_gen_kwargs, p
 
 from ..errors import UserError
 from ..models import load_model
-from ..predictor import Predictor, Scorer
-from ..predictor._scorer import is_scorer_checkpoint
+from ..predictor import load_predictor
 from ..programs import Program, parse_program_text, validate_program
 from ..routers import load_router
 from ..runtime import batched_execute, generate
@@ -240,13 +239,7 @@ class PolarLM(TemplateLM):
         if not isinstance(name, str):
             return name  # a Predictor object (Python use)
         emb, tok = self.model.get_input_embeddings(), self.tokenizer
-        if name in ("default", "default-segments"):
-            predictor = Predictor.load_default(head="segments" if name == "default-segments" else "auto",
-                                               embedding=emb, tokenizer=tok)
-        elif is_scorer_checkpoint(name):
-            predictor = Scorer.load(name)
-        else:
-            predictor = Predictor.load(name, embedding=emb, tokenizer=tok)
+        predictor = load_predictor(name, embedding=emb, tokenizer=tok)
         depth = predictor.config.num_layers if is_scorer(predictor) else predictor.num_layers
         if depth != self.num_layers:
             raise UserError(f"PolarLM: predictor {name} is for {depth}-layer models, the model has {self.num_layers}")

@@ -16,7 +16,7 @@ from ._config import DecodeConfig, PredictorConfig, ScorerConfig, ScorerTrainCon
 from ._decode import Prediction, decode
 from ._encoder import EmbeddingEncoder, HFEncoder, TextEncoder, encode_cached, load_encoder
 from ._features import llm_features, llm_features_cached, program_features, text_features
-from ._predictor import Predictor
+from ._predictor import Predictor, load_predictor
 from ._scorer import Scorer, sweep_prompts, train_scorer, train_scorer_from_files
 from ._selection import CoValidity, expected_pass_at_k, pass_at_k, select_top_k, static_cover
 from ._targets import SearchRecord, TargetReport, build_targets, load_search_results, records_from_sweep, recorded_depth
@@ -25,7 +25,7 @@ from ._train import train, train_from_files
 __all__ = [
     "DecodeConfig", "EmbeddingEncoder", "HFEncoder", "Prediction", "Predictor", "PredictorConfig",
     "SearchRecord", "TargetReport", "TextEncoder", "TrainConfig", "build_targets", "decode",
-    "encode_cached", "load_encoder", "load_search_results", "recorded_depth", "train", "train_from_files",
+    "encode_cached", "load_encoder", "load_predictor", "load_search_results", "recorded_depth", "train", "train_from_files",
     "CoValidity", "Scorer", "ScorerConfig", "ScorerTrainConfig", "expected_pass_at_k", "llm_features",
     "llm_features_cached", "pass_at_k", "program_features", "select_top_k", "static_cover", "sweep_prompts",
     "records_from_sweep", "text_features", "train_scorer", "train_scorer_from_files",

@@ -29,7 +29,7 @@ from ._config import DecodeConfig, PredictorConfig
 from ._decode import Prediction, decode_batch
 from ._encoder import TextEncoder, load_encoder
 from ._network import PolarNet
-from ._scorer import SCORER_FORMAT, Scorer
+from ._scorer import Scorer, is_scorer_checkpoint
 
 CHECKPOINT_FORMAT = "polar-predictor"
 CHECKPOINT_VERSION = 1
@@ -159,7 +159,7 @@ class Predictor(nn.Module):
         folder = DEFAULT_SEGMENTS_CHECKPOINT if head == "segments" else DEFAULT_CHECKPOINT
         if not (folder / CONFIG_FILE).is_file():
             raise UserFileNotFoundError(f"no shipped predictor checkpoint in {folder}")
-        if json.loads((folder / CONFIG_FILE).read_text()).get("format") == SCORER_FORMAT:
+        if is_scorer_checkpoint(folder):
             return Scorer.load(folder)
         return cls.load(folder, embedding=embedding, tokenizer=tokenizer)
 
@@ -194,3 +194,19 @@ class Predictor(nn.Module):
         predictor = cls(config, encoder, metadata=meta)
         predictor.net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
         return predictor.to(device).eval()
+
+
+def load_predictor(checkpoint: str | os.PathLike, *, embedding: nn.Module | None = None,
+                   tokenizer: Callable | None = None):
+    """A predictor by name: ``"default"`` (the one shipped for the default model, best on
+    validation: :meth:`Predictor.load_default`), ``"default-segments"`` (the shipped segment
+    predictor), a scorer checkpoint folder (its ``config.json`` says ``polar-scorer``; it remembers
+    its folder, where ``selection.json`` lies) or a segment predictor folder (``embedding`` and
+    ``tokenizer``: the LLM's, for an ``llm`` encoder). :class:`polar.UserFileNotFoundError` /
+    :class:`polar.UserError` for a missing or foreign checkpoint."""
+    if str(checkpoint) in ("default", "default-segments"):
+        return Predictor.load_default(head="segments" if str(checkpoint) == "default-segments" else "auto",
+                                      embedding=embedding, tokenizer=tokenizer)
+    if is_scorer_checkpoint(checkpoint):
+        return Scorer.load(checkpoint)
+    return Predictor.load(checkpoint, embedding=embedding, tokenizer=tokenizer)

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError, UserFileNotFoundError
 from ..jobs import write_atomic
 from ..programs import full, validate_program
 from ..tasks import Problem, build_prompt
@@ -248,10 +249,10 @@ class Scorer:
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a scorer checkpoint: no {name}")
+                raise UserFileNotFoundError(f"{directory} is not a scorer checkpoint: no {name}")
         meta = json.loads((directory / CONFIG_FILE).read_text())
         if meta.get("format") != SCORER_FORMAT or meta.get("version") != SCORER_VERSION:
-            raise ValueError(f"{directory / CONFIG_FILE}: not a {SCORER_FORMAT} v{SCORER_VERSION} checkpoint")
+            raise UserError(f"{directory / CONFIG_FILE}: not a {SCORER_FORMAT} v{SCORER_VERSION} checkpoint")
         config = ScorerConfig.from_dict(meta.pop("scorer"))
         entries = library_from_json(meta.pop("entries"))
         enc_meta, in_dim = meta.pop("encoder"), meta.pop("in_dim")
@@ -261,7 +262,7 @@ class Scorer:
                 encoder = load_encoder(config.encoder, max_tokens=config.encoder_max_tokens)
             recorded = enc_meta["identity"].rsplit(":", 1)[-1]
             if encoder.identity().rsplit(":", 1)[-1] != recorded:
-                raise ValueError(f"{directory} was trained with encoder {enc_meta['identity']}; the encoder given "
+                raise UserError(f"{directory} was trained with encoder {enc_meta['identity']}; the encoder given "
                                  f"is {encoder.identity()} (other weights)")
         state = load_file(str(directory / WEIGHTS_FILE))
         net = ScorerNet(config, in_dim, len(entries))
@@ -273,14 +274,14 @@ class Scorer:
 
 def is_scorer_checkpoint(directory: str | os.PathLike) -> bool:
     """Whether ``directory`` holds a scorer checkpoint (its ``config.json`` says format
-    ``polar-scorer``); ``ValueError`` for a ``config.json`` that is not JSON."""
+    ``polar-scorer``); :class:`polar.UserError` for a ``config.json`` that is not JSON."""
     config = Path(directory) / CONFIG_FILE
     if not config.is_file():
         return False
     try:
         meta = json.loads(config.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{config} is not a checkpoint's config.json: {err}") from None
+        raise UserError(f"{config} is not a checkpoint's config.json: {err}") from None
     return isinstance(meta, dict) and meta.get("format") == SCORER_FORMAT
 
 
