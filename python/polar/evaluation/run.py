@@ -290,6 +290,34 @@ def _run_chunk(chunk, methods, model, tokenizer, config: EvalConfig, cache: RunC
 DEFER_TOKENS = 6
 
 
+def _first_logprob(tokenizer, tokens, logprobs) -> float | None:
+    """The first answer token's log-probability of a generated row (rounded as records store it)."""
+    lp = answer_logprobs(tokenizer, tokens, logprobs)[0]
+    return None if lp is None else round(float(lp), 5)
+
+
+def _generate_groups(keys: list[tuple], groups: dict[tuple, list[int]], rows: list[_Row], prompts: list[str],
+                     rules, model, tokenizer, config: EvalConfig, seeds=None, router=None, **generate_kwargs):
+    """One :func:`polar.generate` row per key (its group's first row), in calls of ``batch_size``
+    keys, with the run's token budget, stop strings and, where ``rules`` (one per problem, or
+    ``None``), the early-answer rule as ``stop_fn``. ``seeds(part, firsts)`` gives a call's row
+    seeds; with ``router`` the rows run under it (``programs=None``). Yields ``(key, result, row
+    index in the result)``."""
+    max_new = config.generation()[0]
+    stop = list(generation_setting(config.prompt_style).stop_strings)
+    for b in range(0, len(keys), config.batch_size):
+        part = keys[b:b + config.batch_size]
+        firsts = [rows[groups[k][0]] for k in part]
+        stop_fn = (lambda i, text, firsts=firsts: rules[firsts[i].problem](text)) if rules is not None else None
+        programs = None if router is not None else [r.candidate.program for r in firsts]
+        kwargs = {"router": router} if router is not None else {}
+        out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], programs, max_new, stop_strings=stop,
+                       stop_fn=stop_fn, seed=seeds(part, firsts) if seeds is not None else None, **kwargs,
+                       **generate_kwargs)
+        for r, k in enumerate(part):
+            yield k, out, r
+
+
 def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], model, tokenizer,
              config: EvalConfig, prefix_cache: PrefixCache | None = None, routers: dict | None = None
              ) -> tuple[list[str], list[float | None], list[dict]]:
@@ -316,9 +344,9 @@ def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], mode
     firsts_lp: list[float | None] = [None] * len(rows)
 
     def fan_out(key: tuple, text: str, tokens, logprobs) -> None:
-        lp = answer_logprobs(tokenizer, tokens, logprobs)[0]
+        lp = _first_logprob(tokenizer, tokens, logprobs)
         for j in groups[key]:
-            texts[j], firsts_lp[j] = text, None if lp is None else round(float(lp), 5)
+            texts[j], firsts_lp[j] = text, lp
 
     ids = tokenizer(list(prompts), padding=False)["input_ids"]
     greedy = sorted((k for k in groups if k[0] == 0), key=lambda k: (rows[groups[k][0]].problem, k[3]))
@@ -334,18 +362,12 @@ def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], mode
         advance(model, tokenizer, tail[b:b + config.batch_size], max_new, stop, prefix_cache=prefix_cache)
     for k, r in runs.items():
         fan_out(k, row_text(tokenizer, r, stop), r.tokens, r.token_logprobs)
-    temps = sorted({k[0] for k in groups if k[0] > 0})
-    for temp in temps:
+    for temp in sorted({k[0] for k in groups if k[0] > 0}):
         keys = [k for k in groups if k[0] == temp]
-        for b in range(0, len(keys), config.batch_size):
-            part = keys[b:b + config.batch_size]
-            firsts = [rows[groups[k][0]] for k in part]
-            stop_fn = (lambda i, text, firsts=firsts: rules[firsts[i].problem](text)) if early else None
-            out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], [r.candidate.program for r in firsts],
-                           max_new, stop_strings=stop, stop_fn=stop_fn, do_sample=True, temperature=temp,
-                           seed=[k[4] for k in part], prefix_cache=prefix_cache)
-            for r, k in enumerate(part):
-                fan_out(k, out.texts[r], out.tokens[r], out.token_logprobs[r])
+        for k, out, r in _generate_groups(keys, groups, rows, prompts, rules if early else None, model, tokenizer,
+                                          config, seeds=lambda part, firsts: [k[4] for k in part], do_sample=True,
+                                          temperature=temp, prefix_cache=prefix_cache):
+            fan_out(k, out.texts[r], out.tokens[r], out.token_logprobs[r])
     extras: list[dict] = [{} for _ in rows]
     for j, (text, lp, extra) in _execute_routed(routed, rows, problems, prompts, model, tokenizer, config,
                                                 routers or {}).items():
@@ -363,9 +385,8 @@ def _execute_routed(routed: list[int], rows: list[_Row], problems: list[Problem]
     gates, ``attention_open`` (the mean of the row's ``[D]`` attention gates)."""
     if not routed:
         return {}
-    max_new, early = config.generation()
-    stop = list(generation_setting(config.prompt_style).stop_strings)
-    rules = [answer_rule(config.prompt_style, p) if early else None for p in problems]
+    early = config.generation()[1]
+    rules = [answer_rule(config.prompt_style, p) for p in problems] if early else None
     groups: dict[tuple, list[int]] = {}
     for j in routed:
         row = rows[j]
@@ -377,21 +398,17 @@ def _execute_routed(routed: list[int], rows: list[_Row], problems: list[Problem]
     out_rows: dict[int, tuple[str, float | None, dict]] = {}
     for name, temp in sorted({k[:2] for k in groups}):
         keys = [k for k in groups if k[:2] == (name, temp)]
-        for b in range(0, len(keys), config.batch_size):
-            part = keys[b:b + config.batch_size]
-            firsts = [rows[groups[k][0]] for k in part]
-            stop_fn = (lambda i, text, firsts=firsts: rules[firsts[i].problem](text)) if early else None
-            out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], None, max_new, stop_strings=stop,
-                           stop_fn=stop_fn, do_sample=temp > 0, temperature=temp if temp > 0 else 1.0,
-                           seed=[k[4] for k in part] if temp > 0 else None, router=routers[name])
-            for r, k in enumerate(part):
-                lp = answer_logprobs(tokenizer, out.tokens[r], out.token_logprobs[r])[0]
-                layers = out.token_layers[r] if out.token_layers is not None else len(out.programs[r])
-                extra = {"executed_layers": round(float(layers), 4)}
-                if out.attention_gates is not None:
-                    extra["attention_open"] = round(float(out.attention_gates[r].mean()), 4)
-                for j in groups[k]:
-                    out_rows[j] = (out.texts[r], None if lp is None else round(float(lp), 5), dict(extra))
+        for k, out, r in _generate_groups(keys, groups, rows, prompts, rules, model, tokenizer, config,
+                                          seeds=(lambda part, firsts: [k[4] for k in part]) if temp > 0 else None,
+                                          router=routers[name], do_sample=temp > 0,
+                                          temperature=temp if temp > 0 else 1.0):
+            lp = _first_logprob(tokenizer, out.tokens[r], out.token_logprobs[r])
+            layers = out.token_layers[r] if out.token_layers is not None else len(out.programs[r])
+            extra = {"executed_layers": round(float(layers), 4)}
+            if out.attention_gates is not None:
+                extra["attention_open"] = round(float(out.attention_gates[r].mean()), 4)
+            for j in groups[k]:
+                out_rows[j] = (out.texts[r], lp, dict(extra))
     return out_rows
 
 
@@ -401,8 +418,7 @@ def _execute_legacy(rows: list[_Row], problems: list[Problem], prompts: list[str
     """The earlier plan (``EvalConfig.legacy_rows``): output text and first-answer-token log-probability of every row: greedy rows deduplicated per (problem, program), then all rows of
     one temperature in ``generate`` calls of ``batch_size`` rows; a sampled row draws from its own
     generator (:func:`row_seed`). Router rows as in :func:`_execute` (:func:`_execute_routed`)."""
-    max_new, early = config.generation()
-    stop = list(generation_setting(config.prompt_style).stop_strings)
+    early = config.generation()[1]
     rules = [answer_rule(config.prompt_style, p) for p in problems] if early else None
     texts: list[str | None] = [None] * len(rows)
     firsts_lp: list[float | None] = [None] * len(rows)
@@ -417,20 +433,16 @@ def _execute_legacy(rows: list[_Row], problems: list[Problem], prompts: list[str
     by_temp: dict[float, list[tuple]] = {}
     for key in groups:
         by_temp.setdefault(key[0], []).append(key)
+    def seeds(part, firsts):
+        return [row_seed(config.seed, problems[r.problem].id, r.method, r.rank) for r in firsts]
+
     for temp, keys in sorted(by_temp.items()):
-        for b in range(0, len(keys), config.batch_size):
-            part = keys[b:b + config.batch_size]
-            firsts = [rows[groups[k][0]] for k in part]
-            seeds = [row_seed(config.seed, problems[r.problem].id, r.method, r.rank) for r in firsts] if temp > 0 else None
-            stop_fn = (lambda i, text, firsts=firsts: rules[firsts[i].problem](text)) if rules is not None else None
-            out = generate(model, tokenizer, [prompts[r.problem] for r in firsts], [r.candidate.program for r in firsts],
-                           max_new, stop_strings=stop, stop_fn=stop_fn, do_sample=temp > 0,
-                           temperature=temp if temp > 0 else 1.0, seed=seeds)
-            for r, (k, text) in enumerate(zip(part, out.texts)):
-                lp = answer_logprobs(tokenizer, out.tokens[r], out.token_logprobs[r])[0]
-                lp = None if lp is None else round(float(lp), 5)
-                for j in groups[k]:
-                    texts[j], firsts_lp[j] = text, lp
+        for k, out, r in _generate_groups(keys, groups, rows, prompts, rules, model, tokenizer, config,
+                                          seeds=seeds if temp > 0 else None, do_sample=temp > 0,
+                                          temperature=temp if temp > 0 else 1.0):
+            lp = _first_logprob(tokenizer, out.tokens[r], out.token_logprobs[r])
+            for j in groups[k]:
+                texts[j], firsts_lp[j] = out.texts[r], lp
     extras: list[dict] = [{} for _ in rows]
     for j, (text, lp, extra) in _execute_routed(routed, rows, problems, prompts, model, tokenizer, config,
                                                 routers or {}).items():
