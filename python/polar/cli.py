@@ -267,7 +267,7 @@ def cmd_analyze_sweep(args: argparse.Namespace) -> int:
         llm_features = lambda m: scorer_llm.compute_llm_features(model, tok, sweep_prompts(m, tok))  # noqa: E731
     encoder = None if args.encoder == "minilm" else _user_input(load_encoder, args.encoder)
     summary = analyze_sweep(args.train, args.test, args.out, val_paths=args.val, sample_paths=args.samples,
-                            scorer=scorer, scorer_llm=scorer_llm, llm_features=llm_features, k_max=args.k_max,
+                            val_sample_paths=args.val_samples, scorer=scorer, scorer_llm=scorer_llm, llm_features=llm_features, k_max=args.k_max,
                             deploy_k=args.deploy_k, neighbours=args.neighbours, bootstrap=args.bootstrap,
                             seed=args.seed, embed=(lambda qs: embed_mean(qs, encoder)) if encoder else None)
     print(Path(args.out, "findings.md").read_text(encoding="utf-8"))
@@ -689,6 +689,8 @@ def _add_search_commands(sub) -> None:
                      help="validation-split sweep files: choose K, the gate's threshold and the auto rule")
     las.add_argument("--samples", nargs="*", default=None, metavar="FILE",
                      help="sweeps of temperature samples of the full program on the same problems")
+    las.add_argument("--val-samples", nargs="*", default=None, metavar="FILE",
+                     help="samples of validation problems: choose the programs + samples mixes (m programs, T)")
     las.add_argument("--scorer", default=None, help="a trained text-feature scorer checkpoint folder")
     las.add_argument("--scorer-llm", default=None, help="a trained LLM-feature scorer folder (loads --model)")
     las.add_argument("--model", default="default", help="the LLM for --scorer-llm's features")

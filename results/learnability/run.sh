@@ -26,6 +26,7 @@ case "${1:-}" in
       --threads "$T" --out "$ROOT/results/predictor/scorer_llm" ;;
   study)
     $POLAR analyze-sweep --train "${TRAIN[@]}" --val "${VAL[@]}" --test "${TEST[@]}" --samples $(present samples test) \
+      --val-samples $(present samples validation) \
       --scorer "$ROOT/results/predictor/scorer_text" --scorer-llm "$ROOT/results/predictor/scorer_llm" --model default \
       --seed 0 --threads "$T" --out "$HERE" ;;
   val-study)

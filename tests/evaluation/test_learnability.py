@@ -8,9 +8,9 @@ import random
 import numpy as np
 import pytest
 
-from polar.evaluation.learnability import (analyze_sweep, auc, bootstrap_ci, candidate_costs, cumulative_cost,
-                                           family_of, nn_rankings, pass_curve, random_pass_curve, sample_pass_curve,
-                                           static_order)
+from polar.evaluation.learnability import (analyze_sweep, auc, bootstrap_ci, candidate_costs, choose_mix,
+                                           cumulative_cost, family_of, mix_pass_curve, nn_rankings, pass_curve,
+                                           random_pass_curve, sample_pass_curve, static_order)
 from polar.search import LibraryEntry, SweepMatrix, build_library, read_sweep
 from polar.testing import write_sweep_file
 
@@ -63,6 +63,40 @@ def test_pass_curves():
     assert sample_pass_curve(s, 3).mean(axis=0).tolist() == [0.0, 0.5, 0.5]
     with pytest.raises(ValueError):
         sample_pass_curve(s, 5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mix_pass_curve_is_any_of_the_first_programs_or_samples(seed):
+    rng = np.random.default_rng(seed)
+    c = rng.random((12, 6)) < 0.25                       # [P, programs]
+    orders = np.stack([rng.permutation(6) for _ in range(12)])
+    s = rng.random((12, 7)) < 0.3                        # [P, samples]
+    for m in range(6):
+        got = mix_pass_curve(pass_curve(c, orders), sample_pass_curve(s, 6), m, 6)
+        for i in range(12):
+            for k in range(1, 7):
+                want = c[i, orders[i, :min(k, m)]].any() or s[i, :max(k - m, 0)].any()
+                assert got[i, k - 1] == want, (m, i, k)
+    with pytest.raises(ValueError):
+        mix_pass_curve(pass_curve(c, orders), sample_pass_curve(s, 6), 7, 6)
+
+
+def test_choose_mix_takes_the_best_split_and_breaks_ties_toward_fewer_programs():
+    # 6 problems: programs (in order) right on rows 0-1 (first program) and 2 (second); samples at
+    # T=0.7 right on rows 3-4 (first sample), at T=0.3 on row 3 only
+    prog = np.zeros((6, 3), dtype=bool)
+    prog[:2, :] = True
+    prog[2, 1:] = True
+    s07 = np.zeros((6, 3), dtype=bool)
+    s07[3:5, :] = True
+    s03 = np.zeros((6, 3), dtype=bool)
+    s03[3, :] = True
+    ch = choose_mix(prog, {0.3: s03, 0.7: s07}, 3)
+    # m = 2 programs + 1 sample at 0.7 covers rows 0-4: 5/6 (m = 1 + 2 samples: 4/6; m = 3: 3/6)
+    assert (ch["m"], ch["temperature"]) == (2, 0.7) and ch["pass"] == pytest.approx(5 / 6)
+    assert ch["grid"]["3/0.3"] == ch["grid"]["3/0.7"] == pytest.approx(3 / 6)
+    tie = choose_mix(np.zeros((4, 2), dtype=bool), {1.0: np.ones((4, 2), dtype=bool), 0.3: np.ones((4, 2), dtype=bool)}, 2)
+    assert (tie["m"], tie["temperature"]) == (0, 0.3)  # all ties: fewer programs, then the lower temperature
 
 
 def test_random_pass_curve_is_the_exact_expectation_over_draws():
@@ -208,13 +242,17 @@ def sweep_files(tmp_path_factory):
     entries = build_library(spec, D)
     s_spec = "samples:0.3:6,samples:0.7:6,samples:1:6"
     s_entries = build_library(s_spec, D)
-    files = {"train": [], "validation": [], "test": [], "samples": []}
+    files = {"train": [], "validation": [], "test": [], "samples": [], "val_samples": []}
     for fam in ("L1", "L2", "words"):
         for split, n in (("train", 40), ("validation", 20), ("test", 30)):
             files[split].append(write_sweep(root / f"{fam}_{split}.jsonl", entries,
                                             make_records(entries, fam, split, n, 0), spec))
         files["samples"].append(write_sweep(root / f"{fam}_test_samples.jsonl", s_entries,
                                             make_records(s_entries, fam, "test", 30, 0, samples=True), s_spec))
+        if fam != "words":  # validation samples of some families only: the mix is chosen on those
+            files["val_samples"].append(write_sweep(root / f"{fam}_validation_samples.jsonl", s_entries,
+                                                    make_records(s_entries, fam, "validation", 20, 0, samples=True),
+                                                    s_spec))
     files["entries"] = entries
     return files
 
@@ -224,6 +262,7 @@ def test_analyze_sweep_end_to_end(sweep_files, tmp_path):
     out = tmp_path / "learn"
     scorer = PlantedScorer(f["entries"][:-2])  # a scorer library may be a subset of the sweep's
     summary = analyze_sweep(f["train"], f["test"], out, val_paths=f["validation"], sample_paths=f["samples"],
+                            val_sample_paths=f["val_samples"],
                             scorer=scorer, scorer_llm=PlantedScorer(f["entries"], informed=False),
                             k_max=5, deploy_k=3, bootstrap=300, embed=embed_words)
     for name in ("findings.md", "summary.json", "pass_at_k.png", "pass_vs_compute.png", "lift.png"):
@@ -239,7 +278,7 @@ def test_analyze_sweep_end_to_end(sweep_files, tmp_path):
     assert fam["pass"]["base greedy"][0] == pytest.approx(test.correct[rows, 0].mean())
     for name, curve in fam["pass"].items():
         assert all(a <= b + 1e-12 for a, b in zip(curve, curve[1:])), name  # pass@k never falls with k
-        assert curve[-1] <= fam["pass"]["oracle"][-1] + 1e-12 or name.startswith("T="), name
+        assert curve[-1] <= fam["pass"]["oracle"][-1] + 1e-12 or name.startswith(("T=", "mix: ")), name  # samples: no bound
     assert {"static", "static (family)", "nn (rank)", "nn (cover)", "scorer (text)", "scorer (llm)", "random edit",
             "T=0.3", "T=0.7", "T=1"} <= set(fam["pass"])
     # the planted rule is learnable from the words: nn and the informed scorer beat best static at k = 1
@@ -256,8 +295,24 @@ def test_analyze_sweep_end_to_end(sweep_files, tmp_path):
     assert all(a < b for a, b in zip(fam["cost"]["static"], fam["cost"]["static"][1:]))
     assert fam["answer"]["scorer (text)"]["auto_rule"] in ("top1", "vote", "gate")
     assert 0.0 <= fam["answer"]["scorer (text)"]["gate"] <= 1.0
+    # mixes of programs and samples: chosen on the validation samples (L1, L2), applied on test
+    mixes = summary["mixes_chosen_on_validation"]
+    assert set(mixes) == {"static", "scorer (text)"}
+    for base, ch in mixes.items():
+        assert 0 <= ch["m"] <= 3 and ch["temperature"] in (0.3, 0.7, 1.0)
+        assert ch["validation_problems"] == 40 and ch["validation_families"] == ["L1", "L2"]
+        assert ch["pass"] == pytest.approx(max(ch["grid"].values()))
+        name = f"mix: {base} + samples"
+        curve = fam["pass"][name]
+        assert curve[:ch["m"]] == pytest.approx(fam["pass"][base][:ch["m"]])  # its first m are the programs
+        assert all(a <= b + 1e-12 for a, b in zip(curve, curve[1:]))
+        assert len(fam["cost"][name]) == 5 and all(a < b for a, b in zip(fam["cost"][name], fam["cost"][name][1:]))
+    assert {"mix: scorer (text) + samples", "mix: static + samples",
+            "mix: scorer (text) + samples vs mix: static + samples"} <= set(summary["average"]["mix_lift"])
+    assert not any(n.startswith("mix") for n in summary["verdict"]["selectors"])  # not an input feature
     text = (out / "findings.md").read_text()
     assert "## Verdict" in text and "Yes:" in text and "## L1" in text and "Average over" in text
+    assert "Programs mixed with samples" in text
 
 
 def test_analyze_sweep_without_validation_or_samples_and_bad_input(sweep_files, tmp_path):
@@ -282,11 +337,13 @@ def test_cli_analyze_sweep(sweep_files, tmp_path, capsys):
     f = sweep_files
     out = tmp_path / "cli"
     rc = main(["analyze-sweep", "--train", *map(str, f["train"]), "--test", *map(str, f["test"]),
-               "--val", *map(str, f["validation"]), "--samples", *map(str, f["samples"]), "--encoder", str(enc),
+               "--val", *map(str, f["validation"]), "--samples", *map(str, f["samples"]),
+               "--val-samples", *map(str, f["val_samples"]), "--encoder", str(enc),
                "--k-max", "4", "--deploy-k", "2", "--bootstrap", "50", "--out", str(out), "--threads", "1"])
     assert rc == 0
     assert "## Verdict" in capsys.readouterr().out
-    assert json.loads((out / "summary.json").read_text())["k_max"] == 4
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["k_max"] == 4 and set(saved["mixes_chosen_on_validation"]) == {"static"}  # no --scorer given
     assert (out / "pass_vs_compute.png").is_file()
     assert main(["analyze-sweep", "--train", str(tmp_path / "missing.jsonl"), "--test", *map(str, f["test"]),
                  "--encoder", str(enc), "--out", str(tmp_path / "x")]) == 2

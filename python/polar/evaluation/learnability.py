@@ -26,7 +26,12 @@ k = 1..k_max comes from one order per problem):
 - ``scorer (text)`` / ``scorer (llm)``: trained scorers given by the caller
   (``predict_proba``/``select``);
 - ``T=0.3`` / ``T=0.7`` / ``T=1.0``: base sampling, pass@k over the first ``k`` of the samples of the
-  same problems (the samples sweep).
+  same problems (the samples sweep);
+- ``mix: <selector> + samples`` (with validation samples, for ``static`` and the text scorer): the
+  selector's first ``m`` programs, then temperature-``T`` samples of the full program; ``m`` and ``T``
+  chosen on the validation split by pass@``deploy_k`` (ties: fewer programs). Its lift is reported
+  over best static and over the static mix (what the input adds once samples are in), apart from
+  the learned selectors' (a mix is not an input feature).
 
 For each learned selector (nn, scorers) the lift of pass@k over best static is given with a
 paired bootstrap 95% interval (problems resampled; the average over families resamples each
@@ -87,6 +92,8 @@ IN_DISTRIBUTION = ("L1", "L2", "L3", "L4", "L5", "words")
 NEIGHBOUR_CHOICES = (5, 10, 20, 40)
 DEFAULT_NEIGHBOURS = 20
 TEMPERATURES = (0.3, 0.7, 1.0)
+#: Selectors whose programs are mixed with samples (with validation samples).
+MIX_BASES = ("static", "scorer (text)")
 
 
 def family_of(record: dict) -> str:
@@ -139,6 +146,37 @@ def random_pass_curve(correct: np.ndarray, columns: Sequence[int], k_max: int) -
             continue
         out[:, k - 1] = [1.0 - (math.comb(N - ci, k) / math.comb(N, k)) for ci in c]
     return out
+
+
+def mix_pass_curve(program_curve: np.ndarray, sample_curve: np.ndarray, m: int, k_max: int) -> np.ndarray:
+    """``[P, k_max]`` bool: pass@k of ``m`` programs (``program_curve`` ``[P, >= m]``, nested) followed by
+    samples (``sample_curve`` ``[P, >= k_max - m]``, nested): the programs' pass@k up to ``k = m``, then
+    the first ``m`` programs or one of the first ``k - m`` samples."""
+    if not 0 <= m <= k_max:
+        raise ValueError(f"m = {m} programs outside 0..k_max = {k_max}")
+    P = program_curve.shape[0]
+    out = np.zeros((P, k_max), dtype=bool)
+    out[:, :m] = program_curve[:, :m]
+    prog = program_curve[:, m - 1] if m else np.zeros(P, dtype=bool)
+    for k in range(m, k_max):
+        out[:, k] = prog | sample_curve[:, k - m]
+    return out
+
+
+def choose_mix(program_curve: np.ndarray, sample_curves: dict, k: int) -> dict:
+    """The ``(m programs, temperature)`` with the best mean pass@``k`` of :func:`mix_pass_curve` on
+    validation rows (ties: fewer programs, then the lower temperature). ``sample_curves``:
+    ``{T: [P, >= k] bool}``. Returns ``{"m", "temperature", "pass", "grid": {"m/T": pass}}``."""
+    grid, best = {}, None
+    for m in range(k + 1):
+        for t in sorted(sample_curves):
+            v = float(mix_pass_curve(program_curve, sample_curves[t], m, k)[:, k - 1].mean())
+            grid[f"{m}/{t:g}"] = v
+            if best is None or v > best[0] + 1e-12:
+                best = (v, m, t)
+    if best is None:
+        raise ValueError("no sample temperature to mix with")
+    return {"m": best[1], "temperature": best[2], "pass": best[0], "grid": grid}
 
 
 def bootstrap_ci(diffs: np.ndarray | Sequence[np.ndarray], n: int = 2000, seed: int = 0,
@@ -356,6 +394,13 @@ def _read(paths, what: str) -> SweepMatrix:
         raise UserError(f"{what} sweep: {err}") from err
 
 
+def _temperature_columns(samples: SweepMatrix) -> dict[float, list[int]]:
+    """``{T: sample columns of temperature T, in sample order}`` for :data:`TEMPERATURES`."""
+    return {t: sorted((j for j, e in enumerate(samples.entries) if e.temperature is not None
+                       and abs(e.temperature - t) < 1e-9), key=lambda j: samples.entries[j].sample)
+            for t in TEMPERATURES}
+
+
 def _key(rec: dict) -> str:
     return f"{rec.get('source')}/{rec.get('id')}"
 
@@ -389,14 +434,16 @@ def _score_rows(ranking: Ranking, matrix: SweepMatrix) -> np.ndarray:
 
 def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | Path], out: str | Path,
                   val_paths: Sequence[str | Path] | None = None, sample_paths: Sequence[str | Path] | None = None,
-                  scorer=None, scorer_llm=None, llm_features=None, *, k_max: int = 10, deploy_k: int = 5,
+                  scorer=None, scorer_llm=None, llm_features=None, *, val_sample_paths: Sequence[str | Path] | None = None,
+                  k_max: int = 10, deploy_k: int = 5,
                   neighbours: int | None = None, bootstrap: int = 2000, seed: int = 0, embed: Callable | None = None,
                   tokenizer=None, plots: bool = True) -> dict:
     """Run the study (module docstring) and write ``findings.md``, ``summary.json`` and plots to ``out``.
 
     ``train_paths``/``test_paths``/``val_paths``: program-library sweep files (one library);
     ``sample_paths``: sweeps of temperature samples of the full program on the same problems
-    (matched by source and id; any split); ``scorer``/``scorer_llm``: trained scorers (objects
+    (matched by source and id; any split); ``val_sample_paths``: samples of validation problems (for
+    the mixes' ``m`` and ``T``; validation problems without samples are left out of that choice); ``scorer``/``scorer_llm``: trained scorers (objects
     with ``entries``, ``predict_proba``, ``select``) or ``None``; ``llm_features``: passed to
     ``scorer_llm.predict_proba`` (a callable ``matrix -> [P, F]``, called for the test and the
     validation matrix, or ``None``); ``embed``:
@@ -471,17 +518,30 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
     if samples is not None:
         by_key = {_key(r): i for i, r in enumerate(samples.records)}
         sample_rows = [by_key.get(_key(r), -1) for r in test.records]
-    sample_cols = {}
-    if samples is not None:
-        for t in TEMPERATURES:
-            sample_cols[t] = sorted((j for j, e in enumerate(samples.entries) if e.temperature is not None
-                                     and abs(e.temperature - t) < 1e-9), key=lambda j: samples.entries[j].sample)
+    sample_cols = _temperature_columns(samples) if samples is not None else {}
 
     # --- deployable rules: chosen on validation (pooled), applied on test
     choices = {}
     if val is not None:
         for r in val_rankings:
             choices[r.name] = choose_rule(val, _score_rows(r, val), min(deploy_k, kk), orders=r.orders)
+
+    # --- mixes of a selector's programs and samples: m and T chosen on validation samples
+    mixes: dict = {}
+    val_samples = _read(val_sample_paths, "validation samples") if val_sample_paths else None
+    if val is not None and val_samples is not None:
+        dk = min(deploy_k, kk)
+        by_v = {_key(r): i for i, r in enumerate(val_samples.records)}
+        vrows = [by_v.get(_key(r), -1) for r in val.records]
+        have = [i for i, x in enumerate(vrows) if x >= 0]
+        vsub = val_samples.correct[[vrows[i] for i in have]] if have else None
+        v_curves = {t: sample_pass_curve(vsub[:, c], dk) for t, c in _temperature_columns(val_samples).items()
+                    if have and len(c) >= dk}
+        for r in val_rankings if v_curves else []:
+            if r.name in MIX_BASES:
+                mixes[r.name] = {**choose_mix(pass_curve(val.correct[have], r.orders[have]), v_curves, dk),
+                                 "validation_problems": len(have),
+                                 "validation_families": sorted({family_of(val.records[i]) for i in have})}
 
     families = _family_sort({family_of(r) for r in test.records})
     fam_rows = {f: [i for i, r in enumerate(test.records) if family_of(r) == f] for f in families}
@@ -494,7 +554,8 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
                      "static_programs": [train.entries[j].name for j in static],
                      "train_problems": n_tr, "test_problems": n_te,
                      "validation_problems": len(val.records) if val is not None else 0,
-                     "settings": train.settings, "rules_chosen_on_validation": choices, "families": {}}
+                     "settings": train.settings, "rules_chosen_on_validation": choices,
+                     "mixes_chosen_on_validation": mixes, "families": {}}
     curves_for_ci: dict[str, dict[str, np.ndarray]] = {}
     for f in families:
         rows = fam_rows[f]
@@ -539,6 +600,17 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
                                 [samples.answers[s][j] for j in scs[:k]]), _problem(test.records[rows[i]]))
                                 for i, s in enumerate(srows)])))
                         fam["answer"][f"T={t:g} vote"] = votes
+                for r in rk_list:
+                    ch = mixes.get(r.name)
+                    scs = sample_cols.get(ch["temperature"], []) if ch else []
+                    if ch is None or len(scs) < k_max:
+                        continue
+                    m, name = ch["m"], f"mix: {r.name} + samples"
+                    sc = sample_pass_curve(samples.correct[srows][:, scs], k_max)
+                    curves[name] = mix_pass_curve(pass_curve(sub.correct, r.orders), sc, m, k_max).astype(float)
+                    prog_cost = cumulative_cost(base_te[rows], per_te[rows], r.orders[:, :m]) if m else base_te[rows][:, None]
+                    samp_cost = prog_cost[:, -1:] + np.cumsum(s_per[:, scs[:k_max - m]], axis=1)
+                    costs[name] = np.concatenate([prog_cost[:, :m], samp_cost], axis=1) / unit[rows][:, None]
             elif have:
                 logger.warning("family %s: samples for %d of %d test problems only; sampling left out", f,
                                len(have), len(rows))
@@ -554,6 +626,7 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
             if "static (family)" in curves:
                 fam["lift_family"][r.name] = [list(bootstrap_ci(curves[r.name][:, k] - curves["static (family)"][:, k],
                                                                 bootstrap, seed + k)) for k in range(k_max)]
+        fam["mix_lift"] = _mix_lifts({n: c for n, c in curves.items()}, bootstrap, seed, k_max)
         # AUC per program of every selector with per-input scores
         for r in rk_list:
             if not r.learned or r.scores is None or r.name == "nn (cover)":
@@ -601,6 +674,7 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
             if r.learned:
                 avg["lift"][r.name] = [list(bootstrap_ci([curves_for_ci[f][r.name][:, k] - curves_for_ci[f]["static"][:, k]
                                                            for f in ind], bootstrap, seed + k)) for k in range(k_max)]
+        avg["mix_lift"] = _mix_lifts([curves_for_ci[f] for f in ind], bootstrap, seed, k_max)
         summary["average"] = avg
     summary["verdict"] = verdict(summary)
     out.mkdir(parents=True, exist_ok=True)
@@ -611,6 +685,24 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
 
 
 # ----------------------------------------------------------------------------- reporting
+
+
+def _mix_lifts(curves, bootstrap: int, seed: int, k_max: int) -> dict:
+    """Bootstrap lifts of every ``mix: ...`` curve over ``static`` and over the static mix. ``curves``:
+    ``{name: [P, k_max]}`` of one family, or a list of them (stratified over families)."""
+    groups = curves if isinstance(curves, list) else [curves]
+    if not groups:
+        return {}
+    names = set.intersection(*(set(g) for g in groups))
+    out = {}
+    static_mix = "mix: static + samples"
+    for n in sorted(x for x in names if x.startswith("mix: ")):
+        for ref, label in (("static", n), (static_mix, f"{n} vs {static_mix}")):
+            if ref in names and ref != n:
+                diffs = [[g[n][:, k] - g[ref][:, k] for g in groups] for k in range(k_max)]
+                out[label] = [list(bootstrap_ci(d if isinstance(curves, list) else d[0], bootstrap, seed + k))
+                              for k, d in enumerate(diffs)]
+    return out
 
 
 def _jsonable(x):
@@ -707,6 +799,18 @@ def findings_markdown(summary: dict) -> str:
             f"above 0 at k = {' or '.join(map(str, v['ks']))} (a per-program AUC near 0.5 means the scores do not "
             "rank the inputs on which a program works)."))
         lines.append("")
+    mixes = summary.get("mixes_chosen_on_validation") or {}
+    if mixes:
+        lines += ["**Programs mixed with samples** (m programs, then samples at T; chosen on validation by "
+                  f"pass@{dk}): " + "; ".join(
+                      f"{n}: m = {c['m']}, T = {c['temperature']:g} (validation pass@{dk} {_pct(c['pass'])}, "
+                      f"{c['validation_problems']} problems of {', '.join(c['validation_families'])})"
+                      for n, c in mixes.items()) + ".", ""]
+        avg = summary.get("average", {})
+        for n, lifts in avg.get("mix_lift", {}).items():
+            lines.append(f"- **{n}**: in-distribution average lift at k = {dk} {_ci(lifts[dk - 1])} points.")
+        if avg.get("mix_lift"):
+            lines.append("")
     for f in fams:
         fam = summary["families"][f]
         lines += [f"## {f} ({fam['n']} test problems, {fam['train_n']} training problems of the family)", "",
@@ -724,6 +828,11 @@ def findings_markdown(summary: dict) -> str:
                 lines.append(f"| {name} | " + " | ".join(_ci(lifts[k - 1]) for k in ks) + " |")
             for name, lifts in fam["lift_family"].items():
                 lines.append(f"| {name} vs static (family) | " + " | ".join(_ci(lifts[k - 1]) for k in ks) + " |")
+            lines.append("")
+        if fam.get("mix_lift"):
+            lines += ["| mix: lift (points) | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            lines += [f"| {name} | " + " | ".join(_ci(lifts[k - 1]) for k in ks) + " |"
+                      for name, lifts in fam["mix_lift"].items()]
             lines.append("")
         if fam["auc"]:
             lines.append("Per-program AUC of the predicted score (programs with >= 3 right and >= 3 wrong): " + "; ".join(
@@ -770,6 +879,8 @@ def findings_markdown(summary: dict) -> str:
             lines += ["| lift over best static (stratified bootstrap) | " + " | ".join(f"k={k}" for k in ks) + " |",
                       "|---|" + "---|" * len(ks)]
             for name, lifts in avg["lift"].items():
+                lines.append(f"| {name} | " + " | ".join(_ci(lifts[k - 1]) for k in ks) + " |")
+            for name, lifts in avg.get("mix_lift", {}).items():
                 lines.append(f"| {name} | " + " | ".join(_ci(lifts[k - 1]) for k in ks) + " |")
             lines.append("")
     return "\n".join(lines) + "\n"
@@ -858,6 +969,6 @@ def write_plots(summary: dict, out: Path) -> list[str]:
 
 
 __all__ = ["FAMILY_ORDER", "IN_DISTRIBUTION", "Ranking", "analyze_sweep", "auc", "bootstrap_ci", "candidate_costs",
-           "cumulative_cost", "embed_mean", "equal_compute", "family_of", "findings_markdown", "nn_rankings",
+           "choose_mix", "cumulative_cost", "embed_mean", "equal_compute", "family_of", "findings_markdown", "mix_pass_curve", "nn_rankings",
            "pass_curve", "program_columns", "prompt_tokens", "random_pass_curve", "sample_pass_curve",
            "scorer_ranking", "scorer_selection", "single_edit_columns", "static_order", "verdict", "write_plots"]
