@@ -3,7 +3,7 @@
 # Resumable: rerun the same command after any interruption (finished problems are skipped).
 # Two jobs share a 2-core machine, one torch thread each:
 #   nohup results/sweep/run_all.sh a > results/sweep/logs/a.log 2>&1 &   # train splits, then test splits
-#   nohup results/sweep/run_all.sh b > results/sweep/logs/b.log 2>&1 &   # validation splits, GSM8K/MAWPS/ASDiv, then samples
+#   nohup results/sweep/run_all.sh b > results/sweep/logs/b.log 2>&1 &   # validation splits, samples, GSM8K/MAWPS/ASDiv, their samples
 # The committed matrices are the *.jsonl.gz copies: `results/sweep/run_all.sh gzip` writes them (at any
 # time; a later session's jobs start from them: a missing *.jsonl is unpacked from its .gz first).
 # Programs: the full program, every single skip / repeat of a block of 1-4 layers, and the 20 programs
@@ -55,7 +55,7 @@ samples() {  # split
 }
 case "${1:-}" in
   a) programs train; programs test; samples test ;;
-  b) programs validation; ood "$LIBRARY" programs; samples validation; ood "$SAMPLES" samples ;;
+  b) programs validation; samples validation; ood "$LIBRARY" programs; ood "$SAMPLES" samples ;;
   gzip) for f in "$HERE"/programs/*.jsonl "$HERE"/samples/*.jsonl; do [ -f "$f" ] && gzip -kf9 "$f"; done ;;
   *) echo "usage: $0 a|b|gzip" >&2; exit 2 ;;
 esac
