@@ -278,8 +278,11 @@ def cmd_analyze_sweep(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     _threads(args.threads)
     router_dirs = _eval_router_dirs(args.routers)  # {kind: folder}, read before any model load
+    mix = _parse_mix(args.mix) if args.mix else None
     names = list(args.methods) if args.methods is not None else (
-        list(DEFAULT_METHODS) + [n for n in ROUTER_METHODS if n in router_dirs])
+        list(DEFAULT_METHODS) + [n for n in ROUTER_METHODS if n in router_dirs] + (["polar_mix"] if mix else []))
+    if mix and "polar_mix" not in names:
+        logger.warning("--mix %s: polar_mix is not among --methods; not evaluated", args.mix)
     for name in (n for n in ROUTER_METHODS if n in names and n not in router_dirs):
         given = ", ".join(f"{k} ({v})" for k, v in router_dirs.items()) or "none"
         raise UserError(f"method {name!r} needs a {name} router checkpoint among --routers (given: {given}); "
@@ -291,14 +294,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = EvalConfig(model=args.model, data=args.data, k=args.k, batch_size=args.batch_size,
                         prompt_style=args.prompt_style, max_new_tokens=args.max_new_tokens, seed=args.seed,
                         limit=args.limit, checkpoint=args.checkpoint, device=args.device,
-                        prefix_cache_mb=args.prefix_cache_mb, routers=list(router_dirs.values()))
+                        prefix_cache_mb=args.prefix_cache_mb, routers=list(router_dirs.values()),
+                        mix=args.mix if "polar_mix" in names else None)
     check_device(args.device)
     problems = load_problems(config)  # bad specs fail here, before any model is loaded
     search_records = read_results(args.search, same_settings=False) if args.search else []
     train_problems = resolve(args.train_data) if args.train_data else []
     train_sweep = read_sweep(args.train_sweep) if args.train_sweep else None
-    if "polar" in names and not args.checkpoint:
-        raise UserError("method 'polar' needs --checkpoint (or leave it out of --methods)")
+    for name in ("polar", "polar_mix"):
+        if name in names and not args.checkpoint:
+            raise UserError(f"method {name!r} needs --checkpoint (or leave it out of --methods)")
+    if "polar_mix" in names and mix is None:
+        raise UserError("method 'polar_mix' needs --mix M:T (M programs, then samples at temperature T)")
     selection = _eval_selection(args.checkpoint)
     if selection["rule"] == "gate" and "base_greedy" not in names:
         logger.warning("the gate's answer@k needs the full program's run: problems whose polar candidates lack it "
@@ -311,7 +318,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     methods = build_methods(names, model, tok, k=args.k, seed=args.seed, predictor=predictor,
                             search_records=search_records, shortgpt_problems=train_problems,
                             prompt_style=args.prompt_style, train_sweep=train_sweep, routers=routers,
-                            batch_size=args.batch_size)
+                            batch_size=args.batch_size, mix=mix)
     records = run_eval(config, methods, model, tok, args.out, problems=problems,
                        ray=_ray_options(args) if args.ray else None, threads=args.threads,
                        retry_failed=not args.no_retry_failed)
@@ -322,6 +329,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(markdown_table(summary, args.k))
     print(f"report: {Path(args.out) / 'report.md'} (summary.json, records.jsonl, *.png beside it)")
     return 0
+
+
+def _parse_mix(text: str) -> tuple[int, float]:
+    """``"M:T"`` -> ``(M programs, temperature T)``; one-line :class:`UserError` otherwise."""
+    m, sep, t = text.partition(":")
+    try:
+        out = int(m), float(t)
+    except ValueError:
+        out = None
+    if not sep or out is None or out[0] < 0 or not out[1] > 0:
+        raise UserError(f"--mix {text!r}: expected M:T, M >= 0 programs and a temperature T > 0 (e.g. 3:0.7)")
+    return out
 
 
 def _eval_router_dirs(folders: Sequence[str] | None) -> dict[str, str]:
@@ -506,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--routers", nargs="+", default=None, metavar="CKPT_DIR",
                     help="router checkpoint folders (polar train-router): each gives the method of its kind "
                          f"({', '.join(ROUTER_METHODS)}); candidates 2..k are T=0.7 samples under its decisions")
+    ev.add_argument("--mix", default=None, metavar="M:T",
+                    help="polar_mix: polar's first M candidates, then base sampling's T samples up to k (choose M and "
+                         "T on validation data, e.g. the learnability study's mixes); adds polar_mix to the default methods")
     ev.add_argument("--search", nargs="*", default=None, help="search results (best_static, oracle)")
     ev.add_argument("--train-sweep", nargs="+", default=None, metavar="FILE",
                     help="training-split sweep matrices (polar sweep): best_static becomes the set cover on them "

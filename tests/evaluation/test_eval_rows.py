@@ -112,3 +112,57 @@ def test_the_twin_problem_shares_its_prompts_rows_within_a_chunk(tiny, tmp_path,
     assert sum(rows_run) == 5 * 3  # 6 problems, 5 distinct prompts, 3 distinct programs each
     twin, p0 = recs[-1], recs[0]
     assert [c["output"] for c in twin["methods"]["polar"]] == [c["output"] for c in p0["methods"]["polar"]]
+
+
+def test_polar_mix_is_polars_first_programs_then_base_samplings_own_samples(tiny, tmp_path, monkeypatch):
+    from polar.evaluation import MixedCandidates
+    from polar.errors import UserError
+
+    model, tok = tiny
+    sampled = []
+    real = run_module._generate_groups
+
+    def counting(keys, groups, rows, *args, **kwargs):
+        sampled.extend(k for k in keys if kwargs.get("do_sample"))
+        yield from real(keys, groups, rows, *args, **kwargs)
+
+    monkeypatch.setattr(run_module, "_generate_groups", counting)
+    problems = _problems()
+    config = dict(model="tiny", data=["s"], k=3, max_new_tokens=6, chunk_problems=4, batch_size=8)
+    base = [FullFirst(), BaseSampling(D, 0.7)]
+    run_eval(EvalConfig(**config), base, model, tok, tmp_path / "base", problems=problems)
+    rows_without = len(sampled)
+    sampled.clear()
+    for m in (0, 1, 2, 3):
+        mix = MixedCandidates(FullFirst(), D, m, 0.7)
+        run_eval(EvalConfig(**config, mix=f"{m}:0.7"), base + [mix], model, tok, tmp_path / f"m{m}", problems=problems)
+        assert len(sampled) == rows_without  # the mix's samples are base sampling's rows: none added
+        sampled.clear()
+        for key, rec in _records(tmp_path / f"m{m}").items():
+            cands = rec["methods"]["polar_mix"]
+            assert len(cands) == 3
+            assert cands[:m] == rec["methods"]["polar"][:m]
+            mine = [{k: v for k, v in c.items() if k != "score"} for c in cands[m:]]
+            theirs = [{k: v for k, v in c.items() if k != "score"} for c in rec["methods"]["base_sample_t0.7"][:3 - m]]
+            assert mine == theirs
+            assert [c["score"] for c in cands] == sorted((c["score"] for c in cands), reverse=True)
+    with pytest.raises(UserError):
+        MixedCandidates(FullFirst(), D, -1, 0.7)
+    with pytest.raises(UserError):
+        MixedCandidates(FullFirst(), D, 2, 0.0)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mix", "two:0.7", "--checkpoint", "x"], "expected M:T"),
+    (["--mix", "2:0", "--checkpoint", "x"], "expected M:T"),
+    (["--mix=-1:0.7", "--checkpoint", "x"], "expected M:T"),
+    (["--methods", "polar_mix", "--checkpoint", "x"], "needs --mix"),
+    (["--methods", "polar_mix", "--mix", "2:0.7"], "needs --checkpoint"),
+])
+def test_polar_mix_cli_errors_are_one_line_before_any_model_load(tmp_path, capsys, monkeypatch, argv, message):
+    from polar import cli
+
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: pytest.fail("model loaded before the error"))
+    assert cli.main(["eval", "--data", "synthetic:1:2", "--out", str(tmp_path / "e"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -13,7 +13,8 @@
 from .ask import AskResult, ask, format_ask
 from .demo import DemoConfig, DemoResult, run_demo
 from .accuracy import DEFAULT_MAX_NEW_TOKENS, AccuracyConfig, format_table, run_accuracy
-from .methods import (BaseGreedy, BaseSampling, Candidate, GatedRouter, Method, PolarMethod, RandomSegmentPrograms,
+from .methods import (BaseGreedy, BaseSampling, Candidate, GatedRouter, Method, MixedCandidates, PolarMethod,
+                      RandomSegmentPrograms,
                       RandomSingleEdits, RouterPrograms, ScorerMethod, SearchOracle, StaticPrograms,
                       best_static_programs, single_edit, sweep_static_programs)
 from .metrics import majority_answer, pass_at
@@ -27,7 +28,7 @@ from .solve import Solution, SolveCandidate, choose_rule, load_selection, save_s
 __all__ = [
     "AskResult", "ask", "format_ask", "DemoConfig", "DemoResult", "run_demo",
     "DEFAULT_MAX_NEW_TOKENS", "AccuracyConfig", "BaseGreedy", "BaseSampling", "Candidate", "EvalConfig",
-    "Method", "PolarMethod", "RandomSegmentPrograms", "RandomSingleEdits", "SearchOracle", "StaticPrograms",
+    "Method", "MixedCandidates", "PolarMethod", "RandomSegmentPrograms", "RandomSingleEdits", "SearchOracle", "StaticPrograms",
     "best_static_programs", "block_influence", "format_table", "majority_answer", "pass_at", "run_accuracy",
     "run_eval", "shortgpt_programs", "Solution", "SolveCandidate", "choose_rule", "load_selection", "save_selection",
     "solve", "analyze_sweep", "DEFAULT_METHODS", "GatedRouter", "ROUTER_METHODS", "RouterPrograms", "ScorerMethod", "sweep_static_programs", "answer_at_k", "DEFAULT_TEMPERATURES", "METHOD_NAMES", "RECORD_FIELDS", "read_eval_records", "row_seed", "build_methods", "load_problems", "single_edit", "summarize", "write_report",

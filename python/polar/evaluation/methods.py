@@ -45,13 +45,16 @@ class Candidate:
     it inside its method (higher first; predictor log-score for PoLar). ``router``: the name of the
     method whose router runs the row (``generate(..., router=R)``; ``program`` is then the full
     program, for bookkeeping), ``None`` for a plain program row. ``fallback``: the method's own
-    choice could not run (DR.LLM's empty program) and this is the full program instead."""
+    choice could not run (DR.LLM's empty program) and this is the full program instead. ``seed_of``:
+    ``(method, rank)`` whose sampling seed a sampled candidate uses (default: its own method and
+    rank), so it is that candidate's row (``polar_mix`` reuses base sampling's samples)."""
 
     program: Program
     temperature: float = 0.0
     score: float = 0.0
     router: str | None = None
     fallback: bool = False
+    seed_of: tuple[str, int] | None = None
 
 
 class Method:
@@ -91,6 +94,34 @@ class BaseSampling(Method):
 
     def candidates(self, problems, k):
         return [[Candidate(full(self.num_layers), self.temperature)] * k for _ in problems]
+
+
+class MixedCandidates(Method):
+    """A program method's first ``m`` candidates, then samples of the full program at
+    ``temperature`` up to ``k`` (``polar_mix``: PoLar's programs mixed with base sampling, ``m`` and
+    ``temperature`` chosen on validation data, e.g. by the learnability study). Sample ``r`` is
+    ``base_sample_t{T}``'s candidate ``r`` (its seed, :attr:`Candidate.seed_of`): with both methods in
+    a run they are the same rows. ``UserError`` for ``m < 0`` or ``temperature <= 0``."""
+
+    def __init__(self, programs: Method, num_layers: int, m: int, temperature: float, name: str = "polar_mix"):
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise UserError(f"mix: the number of programs must be an int >= 0, got {m!r}")
+        if not temperature > 0:
+            raise UserError(f"mix: sampling temperature must be > 0, got {temperature}")
+        self.name, self.programs, self.num_layers, self.m, self.temperature = name, programs, num_layers, m, temperature
+        self.sampler = BaseSampling(num_layers, temperature).name
+
+    def candidates(self, problems, k):
+        start = time.perf_counter()
+        rows = self.programs.candidates(problems, min(self.m, k)) if self.m else [[] for _ in problems]
+        out = []
+        for row in rows:
+            row = list(row[:min(self.m, k)])
+            low = min((c.score for c in row), default=0.0)
+            out.append(row + [Candidate(full(self.num_layers), self.temperature, low - 1.0 - r, seed_of=(self.sampler, r))
+                              for r in range(k - len(row))])
+        self.overhead_s += time.perf_counter() - start
+        return out
 
 
 class StaticPrograms(Method):

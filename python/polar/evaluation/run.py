@@ -27,8 +27,9 @@ seed), never merged with a plain program row. DR.LLM's rows are plain program ro
 programs, :class:`.methods.RouterPrograms`).
 
 Sampling is reproducible: every sampled row draws from its own generator, seeded from
-``(seed, problem id, method, candidate rank)`` (:func:`row_seed`), so a problem's records are the
-same whatever the batch size, the chunking, a kill and rerun, ``--limit``, or Ray.
+``(seed, problem id, method, candidate rank)`` (:func:`row_seed`; a candidate's ``seed_of`` names
+another method's candidate, whose row it then is: ``polar_mix``'s samples are base sampling's), so
+a problem's records are the same whatever the batch size, the chunking, a kill and rerun, ``--limit``, or Ray.
 
 The evaluation record (:data:`RECORD_FIELDS`, plus the run settings and ``wall_s``,
 ``overhead_s``): ``methods`` maps each method name to its candidates, each ``{program,
@@ -63,7 +64,7 @@ from ..runtime import PrefixCache, generate, next_anchor, prefix_cache_bytes
 from ..runtime.resume import ResumableRow, advance, row_text
 from ..tasks import Problem, answer_rule, build_prompt, generation_setting, resolve
 from .methods import (ROUTER_SAMPLE_TEMPERATURE, BaseGreedy, BaseSampling, Candidate, GatedRouter, Method,
-                      PolarMethod, RandomSegmentPrograms, RandomSingleEdits, RouterPrograms, ScorerMethod,
+                      MixedCandidates, PolarMethod, RandomSegmentPrograms, RandomSingleEdits, RouterPrograms, ScorerMethod,
                       SearchOracle, StaticPrograms, best_static_programs, is_scorer, sweep_static_programs)
 from ..search._evaluate import DEFAULT_PREFIX_CACHE_MB
 from ..search._sweep import answer_logprobs
@@ -92,6 +93,7 @@ class EvalConfig:
     chunk_problems: int = 16               # problems whose candidates run together (does not change results)
     checkpoint: str | None = None          # predictor checkpoint (recorded)
     routers: list[str] = field(default_factory=list)  # router checkpoints of the router methods (recorded)
+    mix: str | None = None                 # polar_mix's "M:T" (M programs, then T samples; recorded)
     device: str | None = None              # where the model runs (Ray actors too); not a result setting
     prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB  # the run's PrefixCache (0: none; does not change results)
     legacy_rows: bool = False              # the earlier execution plan (tests, benchmarks; same results)
@@ -111,6 +113,8 @@ class EvalConfig:
                "checkpoint": self.checkpoint}
         if self.routers:
             out["routers"] = [str(r) for r in self.routers]
+        if self.mix:
+            out["mix"] = self.mix
         return out
 
 
@@ -127,6 +131,12 @@ def row_seed(seed: int, problem_id: str, method: str, rank: int) -> int:
     the chunk, the run's cut and the machine)."""
     digest = hashlib.sha256(f"{seed}/{problem_id}/{method}/{rank}".encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _row_seed(config: EvalConfig, problem: Problem, row: _Row) -> int:
+    """:func:`row_seed` of a sampled row: its candidate's ``seed_of`` (method, rank), else its own."""
+    method, rank = row.candidate.seed_of or (row.method, row.rank)
+    return row_seed(config.seed, problem.id, method, rank)
 
 
 def load_problems(config: EvalConfig) -> list[tuple[str, Problem]]:
@@ -337,7 +347,7 @@ def _execute(rows: list[_Row], problems: list[Problem], prompts: list[str], mode
         if c.router is not None:
             routed.append(j)
             continue
-        seed = row_seed(config.seed, problem.id, row.method, row.rank) if c.temperature > 0 else None
+        seed = _row_seed(config, problem, row) if c.temperature > 0 else None
         groups.setdefault((c.temperature, prompts[row.problem], bool(problem.choices), tuple(c.program), seed),
                           []).append(j)
     texts: list[str | None] = [None] * len(rows)
@@ -393,7 +403,7 @@ def _execute_routed(routed: list[int], rows: list[_Row], problems: list[Problem]
         c, problem = row.candidate, problems[row.problem]
         if c.router not in routers:
             raise UserError(f"method {row.method!r} asks for router {c.router!r}, which no GatedRouter method holds")
-        seed = row_seed(config.seed, problem.id, row.method, row.rank) if c.temperature > 0 else None
+        seed = _row_seed(config, problem, row) if c.temperature > 0 else None
         groups.setdefault((c.router, c.temperature, prompts[row.problem], bool(problem.choices), seed), []).append(j)
     out_rows: dict[int, tuple[str, float | None, dict]] = {}
     for name, temp in sorted({k[:2] for k in groups}):
@@ -434,7 +444,7 @@ def _execute_legacy(rows: list[_Row], problems: list[Problem], prompts: list[str
     for key in groups:
         by_temp.setdefault(key[0], []).append(key)
     def seeds(part, firsts):
-        return [row_seed(config.seed, problems[r.problem].id, r.method, r.rank) for r in firsts]
+        return [_row_seed(config, problems[r.problem], r) for r in firsts]
 
     for temp, keys in sorted(by_temp.items()):
         for k, out, r in _generate_groups(keys, groups, rows, prompts, rules, model, tokenizer, config,
@@ -455,8 +465,9 @@ ROUTER_METHODS = ("drllm", "mindskip", "flexidepth")
 #: ``polar eval --methods``'s default (without ``--routers``): every method but the router ones.
 DEFAULT_METHODS = ("polar", "base_greedy", "base_sample", "shortgpt", "best_static", "random_single_edit",
                    "random_segment", "oracle")
-#: Method names ``polar eval --methods`` accepts (``base_sample`` expands to one per temperature).
-METHOD_NAMES = DEFAULT_METHODS + ROUTER_METHODS
+#: Method names ``polar eval --methods`` accepts (``base_sample`` expands to one per temperature;
+#: ``polar_mix`` needs ``--mix M:T``).
+METHOD_NAMES = DEFAULT_METHODS + ROUTER_METHODS + ("polar_mix",)
 DEFAULT_TEMPERATURES = (0.3, 0.7, 1.0)
 
 _ROUTER_DEFINITIONS = {
@@ -476,7 +487,8 @@ _ROUTER_DEFINITIONS = {
 def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int = 0, predictor=None,
                   search_records: Sequence[dict] = (), shortgpt_problems: Sequence[Problem] = (),
                   prompt_style: str = "fewshot", temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-                  train_sweep=None, routers: dict | None = None, batch_size: int = 64) -> list[Method]:
+                  train_sweep=None, routers: dict | None = None, batch_size: int = 64,
+                  mix: tuple[int, float] | None = None) -> list[Method]:
     """The methods named in ``names`` (see :data:`METHOD_NAMES`), checked before any compute:
     ``polar`` needs a predictor (the segment predictor, or a scorer: its :meth:`Scorer.select`
     top-k), ``oracle`` needs search results, ``best_static`` a training sweep matrix
@@ -486,7 +498,9 @@ def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int =
     prompts), ``drllm`` / ``mindskip`` / ``flexidepth`` a router of that kind in ``routers``
     (``{kind: router}``, e.g. :func:`polar.routers.load_router`; a router with a ``kind``
     attribute must have that kind): :class:`RouterPrograms` (DR.LLM's decided programs, routed in
-    calls of ``batch_size`` prompts) and :class:`GatedRouter`. Each method's ``definition`` says
+    calls of ``batch_size`` prompts) and :class:`GatedRouter`; ``polar_mix`` the predictor and ``mix``
+    (``(m, T)``: :class:`MixedCandidates`, polar's first ``m`` candidates, then ``base_sample_t{T}``'s
+    samples). Each method's ``definition`` says
     which definition it uses where there are several."""
     unknown = [n for n in names if n not in METHOD_NAMES]
     if unknown:
@@ -499,8 +513,11 @@ def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int =
         kind = getattr(routers[name], "kind", name)
         if kind != name:
             raise UserError(f"method {name!r} got a {kind} router; expected a {name} one")
-    if "polar" in names and predictor is None:
-        raise UserError("method 'polar' needs a predictor checkpoint (--checkpoint)")
+    for name in ("polar", "polar_mix"):
+        if name in names and predictor is None:
+            raise UserError(f"method {name!r} needs a predictor checkpoint (--checkpoint)")
+    if "polar_mix" in names and mix is None:
+        raise UserError("method 'polar_mix' needs --mix M:T (M programs, then samples at temperature T)")
     if "oracle" in names and not search_records:
         raise UserError("method 'oracle' needs search results (--search)")
     if "best_static" in names and not search_records and train_sweep is None:
@@ -509,14 +526,23 @@ def build_methods(names: Sequence[str], model, tokenizer, *, k: int, seed: int =
         raise UserError("method 'shortgpt' needs training problems for Block Influence (--train-data)")
     D = model.config.num_hidden_layers
     methods: list[Method] = []
+
+    def polar_method() -> Method:
+        if is_scorer(predictor):
+            m = ScorerMethod(predictor, model=model, tokenizer=tokenizer, prompt_style=prompt_style)
+            m.definition = "scorer: Scorer.select top-k (expected pass@k)"
+        else:
+            m = PolarMethod(predictor)
+            m.definition = "segment predictor: top-k predictions"
+        return m
+
     for name in names:
         if name == "polar":
-            if is_scorer(predictor):
-                m = ScorerMethod(predictor, model=model, tokenizer=tokenizer, prompt_style=prompt_style)
-                m.definition = "scorer: Scorer.select top-k (expected pass@k)"
-            else:
-                m = PolarMethod(predictor)
-                m.definition = "segment predictor: top-k predictions"
+            methods.append(polar_method())
+        elif name == "polar_mix":
+            m = MixedCandidates(polar_method(), D, *mix)
+            m.definition = (f"polar's first {mix[0]} candidates, then samples of the full program at T={mix[1]:g} "
+                            f"(base_sample_t{mix[1]:g}'s own samples: same seeds, same rows) up to k")
             methods.append(m)
         elif name == "base_greedy":
             methods.append(BaseGreedy(D))
