@@ -87,11 +87,14 @@ def test_scorer_learns_a_planted_rule_on_held_out_questions():
     assert val_metrics["top1"] >= 0.9 and val_metrics["pass@5"] >= val_metrics["static_pass@5"]
     # selection: greedy expected pass@k never below the independent argmaxes
     proba = scorer.predict_proba([r["question"] for r in test.records[:10]])
+    lengths = np.array([len(e.program) for e in scorer.entries])
     for row in proba:
-        chosen = scorer.select(row, 3)
+        chosen = scorer.select(row, 3, max_mean_layers=None)
         argmax = list(np.argsort(-row)[:3])
         assert expected_pass_at_k(row, chosen, scorer.train_correct) >= \
             expected_pass_at_k(row, argmax, scorer.train_correct) - 1e-12
+        bounded = scorer.select(row, 3)  # the default: the 3 never cost more than 3 full programs
+        assert len(bounded) == 3 and lengths[bounded].sum() <= 3 * D
     # the deployable rule chosen on the held-out split: a scorer that finds the valid program
     # answers with its top program; its recorded accuracy is the top program's real one
     from polar.evaluation.learnability import scorer_selection

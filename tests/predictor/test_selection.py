@@ -126,6 +126,43 @@ def test_candidates_limit_the_choice_and_bad_inputs_are_refused():
         expected_pass_at_k([1.5, 0.2], [0])
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_a_length_budget_holds_and_changes_nothing_where_it_does_not_bind(seed):
+    rng = np.random.default_rng(seed)
+    L, D = 9, 10
+    p = rng.uniform(0.05, 0.9, L)
+    train = rng.random((30, L)) < rng.uniform(0.1, 0.6, L)
+    lengths = rng.integers(7, 15, L)
+    free = select_top_k(p, 5, train)
+    got = select_top_k(p, 5, train, lengths=lengths, max_mean_length=D)
+    if np.sort(lengths)[:5].sum() <= 5 * D:  # some 5 programs fit in 50 layers
+        assert len(set(got)) == len(got) == 5 and lengths[got].sum() <= 5 * D
+    else:
+        assert got == []
+    if lengths[free].sum() <= 5 * D:
+        assert got == free  # the unconstrained choice fits: the same choice
+    assert select_top_k(p, 5, train, lengths=np.full(L, 3), max_mean_length=D) == free
+    # the greedy step never picks a program after which no completion fits: brute force over completions
+    for k in (2, 3):
+        got = select_top_k(p, k, train, lengths=lengths, max_mean_length=8)
+        feasible = any(lengths[list(c)].sum() <= 8 * k for c in permutations(range(L), k))
+        assert (len(got) == k and lengths[got].sum() <= 8 * k) if feasible else len(got) < k
+
+
+def test_a_length_budget_swaps_a_long_program_for_a_short_one():
+    # the two most likely programs are long (12 layers); a budget of 10 per candidate allows one
+    # of them, with a short one beside it; a long program may still come first
+    p = np.array([0.6, 0.55, 0.5, 0.1])
+    lengths = np.array([12, 12, 8, 8])
+    assert select_top_k(p, 2) == [0, 1]
+    assert select_top_k(p, 2, lengths=lengths, max_mean_length=10) == [0, 2]
+    assert select_top_k(p, 1, lengths=lengths, max_mean_length=10) == [2]
+    assert select_top_k(p, 1, lengths=lengths, max_mean_length=12) == [0]
+    assert select_top_k(p, 3, lengths=np.array([12, 12, 12, 12]), max_mean_length=10) == []  # nothing fits
+    with pytest.raises(ValueError, match="lengths"):
+        select_top_k(p, 2, max_mean_length=10)
+
+
 def test_static_cover_and_pass_at_k():
     C = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], bool)
     assert static_cover(C, 2) == [0, 2]  # column 1 adds nothing to column 0

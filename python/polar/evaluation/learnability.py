@@ -490,6 +490,14 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
         chosen_k = max(k_scores, key=lambda K: (k_scores[K], -K))
     chosen_k = chosen_k or DEFAULT_NEIGHBOURS
 
+    if callable(llm_features):  # computed once per matrix (the deployable rankings ask again)
+        computed, compute = {}, llm_features
+
+        def llm_features(m):
+            if id(m) not in computed:
+                computed[id(m)] = compute(m)
+            return computed[id(m)]
+
     def rankings_for(m: SweepMatrix, e: np.ndarray) -> list[Ranking]:
         P = len(m.records)
         out_r = [Ranking("static", np.tile(np.array(static + [-1] * (k_max - len(static))), (P, 1)),
@@ -503,6 +511,19 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
 
     test_rankings = rankings_for(test, emb_te)
     val_rankings = rankings_for(val, emb_va) if val is not None else None
+
+    def deployed(m: SweepMatrix, rankings: list[Ranking]) -> dict[str, Ranking]:
+        """The rankings the deployable answer@deploy_k uses: a scorer selects its deploy_k candidates
+        for k = deploy_k (its layer budget is k full programs), the others are the same orders."""
+        out = {r.name: r for r in rankings}
+        dk_ = min(deploy_k, kk)
+        if scorer is not None:
+            out["scorer (text)"] = scorer_ranking("scorer (text)", scorer, m, dk_)
+        if scorer_llm is not None:
+            out["scorer (llm)"] = scorer_ranking("scorer (llm)", scorer_llm, m, dk_, llm_features)
+        return out
+
+    test_deployed = deployed(test, test_rankings)
 
     # --- cost model
     if tokenizer is None:
@@ -523,7 +544,7 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
     # --- deployable rules: chosen on validation (pooled), applied on test
     choices = {}
     if val is not None:
-        for r in val_rankings:
+        for r in deployed(val, val_rankings).values():
             choices[r.name] = choose_rule(val, _score_rows(r, val), min(deploy_k, kk), orders=r.orders)
 
     # --- mixes of a selector's programs and samples: m and T chosen on validation samples
@@ -645,9 +666,8 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
         fam["full_confidence_auc"] = auc(np.nan_to_num(lp, nan=-1e9), sub.correct[:, fcol])
         # deployable answers at deploy_k
         dk = min(deploy_k, kk)
-        for r in rk_list:
-            if r.name == "static (family)":
-                continue
+        for name, full_r in test_deployed.items():
+            r = Ranking(name, full_r.orders[rows], None if full_r.scores is None else full_r.scores[rows], full_r.learned)
             ra = _deployable(sub, r, dk)
             entry = {"top1": float(ra["top1"].mean()), "vote": float(ra["vote"].mean()),
                      "layers_vote": float(ra["layers_vote"].mean())}

@@ -208,13 +208,19 @@ class Scorer:
         """``P(program correct | question)`` ``[n, M]`` for any programs of the model's depth."""
         return self.proba_from_features(self.features(questions, llm_features), programs)
 
-    def select(self, proba_row: Sequence[float], k: int, candidates: Sequence[int] | None = None) -> list[int]:
+    def select(self, proba_row: Sequence[float], k: int, candidates: Sequence[int] | None = None,
+               max_mean_layers: float | None | str = "full") -> list[int]:
         """``k`` entry indices maximising the expected pass@k for one input's probabilities ``[L]``
-        (greedy with the training matrix's conditional rates; :func:`polar.predictor.select_top_k`)."""
+        (greedy with the training matrix's conditional rates; :func:`polar.predictor.select_top_k`).
+        ``max_mean_layers``: the ``k`` programs run at most that many layers per candidate on
+        average (``"full"``, the default: the model's depth, so they never cost more than ``k`` full
+        programs, the deployable cost bound; ``None``: no bound)."""
         proba_row = np.asarray(proba_row, dtype=np.float64)
         if proba_row.shape != (len(self.entries),):
             raise ValueError(f"proba_row must have {len(self.entries)} entries, got shape {proba_row.shape}")
-        return select_top_k(proba_row, k, self.train_correct, self.config.smoothing, candidates)
+        bound = self.config.num_layers if max_mean_layers == "full" else max_mean_layers
+        lengths = [len(e.program) for e in self.entries] if bound is not None else None
+        return select_top_k(proba_row, k, self.train_correct, self.config.smoothing, candidates, lengths, bound)
 
     def rank(self, questions: Sequence[str], k: int, llm_features: np.ndarray | None = None) -> list[list[int]]:
         """:meth:`select` for every question."""

@@ -146,17 +146,20 @@ def expected_pass_at_k(proba: Sequence[float], chosen: Sequence[int], train_corr
     return 1.0 - CoValidity(_check_matrix(train_correct, p.size), smoothing).fail_all(p, chosen)
 
 
-def _greedy(p: np.ndarray, k: int, cov: CoValidity, allowed: np.ndarray) -> tuple[list[int], float]:
+def _greedy(p: np.ndarray, k: int, cov: CoValidity, allowed: np.ndarray, budget=None) -> tuple[list[int], float]:
     chosen: list[int] = []
     fail, rows = 1.0, cov.all_rows()
     order = np.lexsort((np.arange(p.size), -p))  # ties: larger p, then lower index
-    for _ in range(k):
+    used = 0.0
+    for i in range(k):
         q = cov.step(p, rows, fail)  # [L]
-        cand = order[allowed[order]]
+        ok = allowed if budget is None else _fits(budget[0], allowed, k - i, budget[1] * k - used)
+        cand = order[ok[order]]
         if cand.size == 0:
             break
         j = int(cand[np.argmax(q[cand])])  # first maximum in tie order
         chosen.append(j)
+        used += 0.0 if budget is None else float(budget[0][j])
         allowed[j] = False
         fail *= 1.0 - float(q[j])
         rows = cov.advance(rows, j)
@@ -164,15 +167,24 @@ def _greedy(p: np.ndarray, k: int, cov: CoValidity, allowed: np.ndarray) -> tupl
 
 
 def select_top_k(proba: Sequence[float], k: int, train_correct: np.ndarray | None = None,
-                 smoothing: float = DEFAULT_SMOOTHING, candidates: Sequence[int] | None = None) -> list[int]:
+                 smoothing: float = DEFAULT_SMOOTHING, candidates: Sequence[int] | None = None,
+                 lengths: Sequence[int] | None = None, max_mean_length: float | None = None) -> list[int]:
     """``min(k, L)`` distinct indices into ``proba`` [L], in the greedy order (module docstring):
     each the program most likely correct given that the ones before it are wrong. ``candidates``:
     only these indices may be chosen (default: all). The greedy selection is replaced by the ``k``
     largest ``p_j`` (in the order of ``p``, or in greedy order) when those have a strictly higher
-    expected pass@k."""
+    expected pass@k. With ``lengths`` (``[L]`` program lengths) and ``max_mean_length`` (``B``), the
+    ``k`` programs have at most ``k * B`` layers in all (with ``B = D``: no more than ``k`` full
+    programs cost): each greedy step takes the best program after which the cheapest completion
+    still fits, and the selection stops short of ``k`` only when no completion fits at all."""
     p = _check_proba(proba)
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
+    budget = None
+    if max_mean_length is not None:
+        if lengths is None or len(lengths) != p.size:
+            raise ValueError(f"max_mean_length needs lengths for all {p.size} programs")
+        budget = (np.asarray(lengths, dtype=np.float64), float(max_mean_length))
     cov = CoValidity(_check_matrix(train_correct, p.size), smoothing)
     allowed = np.zeros(p.size, dtype=bool)
     if candidates is None:
@@ -180,14 +192,36 @@ def select_top_k(proba: Sequence[float], k: int, train_correct: np.ndarray | Non
     else:
         allowed[[int(j) for j in candidates]] = True
     k = min(k, int(allowed.sum()))
-    greedy, fail = _greedy(p, k, cov, allowed.copy())
+    greedy, fail = _greedy(p, k, cov, allowed.copy(), budget)
     ranked = [int(j) for j in np.argsort(-p, kind="stable") if allowed[j]][:k]
-    reordered, reordered_fail = _greedy(p, k, cov, np.isin(np.arange(p.size), ranked))
+    reordered, reordered_fail = _greedy(p, k, cov, np.isin(np.arange(p.size), ranked), budget)
     best, best_fail = greedy, fail
     for other, other_fail in ((ranked, cov.fail_all(p, ranked)), (reordered, reordered_fail)):
-        if other_fail < best_fail - 1e-12:
+        if len(other) >= len(best) and _within(other, budget) and other_fail < best_fail - 1e-12:
             best, best_fail = other, other_fail
     return best
+
+
+def _within(chosen: Sequence[int], budget) -> bool:
+    """``chosen`` within ``budget`` (``(lengths, B)`` or ``None``): at most ``len(chosen) * B`` layers."""
+    if budget is None:
+        return True
+    lengths, B = budget
+    return bool(lengths[list(chosen)].sum() <= B * len(chosen) + 1e-9)
+
+
+def _fits(lengths: np.ndarray, allowed: np.ndarray, left: int, room: float) -> np.ndarray:
+    """``[L]`` bool: program ``j`` (allowed) can be picked now with ``left`` picks to go (this one
+    included) and ``room`` layers left, the other picks being the shortest allowed programs."""
+    sl = np.sort(lengths[allowed])
+    need = left - 1  # picks after this one
+    if need <= 0:
+        others = np.zeros_like(lengths)
+    elif sl.size <= need:  # fewer programs than picks: the others are all the rest
+        others = sl.sum() - lengths
+    else:  # j among the `need` shortest: its completion takes the next shortest instead
+        others = np.where(lengths <= sl[need - 1], sl[:need + 1].sum() - lengths, sl[:need].sum())
+    return allowed & (lengths + others <= room + 1e-9)
 
 
 def brute_force_top_k(proba: Sequence[float], k: int, train_correct: np.ndarray | None = None,
