@@ -184,7 +184,6 @@ def make_records(entries, family, split, n, seed, samples=False):
     """Problems whose marker word decides which single edit is right (the planted rule); the full
     program right on ~30%, other programs on ~5%."""
     rng = random.Random(f"{family}/{split}/{seed}")
-    names = [e.name for e in entries]
     out = []
     for i in range(n):
         marker = rng.choice(sorted(MARKERS))

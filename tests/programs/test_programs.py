@@ -78,7 +78,7 @@ def test_validate_program_rejects(program, kwargs, match):
     with pytest.raises(ValueError, match=match):
         validate_program(program, D, **kwargs)
     # With a row, the message names it.
-    with pytest.raises(ValueError, match=rf"program for row 7\b") as e:
+    with pytest.raises(ValueError, match=r"program for row 7\b") as e:
         validate_program(program, D, row=7, **kwargs)
     assert e.match(match)
 

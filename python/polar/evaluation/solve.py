@@ -354,7 +354,6 @@ def rule_answers(matrix, proba: np.ndarray, k: int, select: Callable[[np.ndarray
     if proba.shape != (len(matrix.records), len(columns)):
         raise ValueError(f"proba has shape {proba.shape}, expected {(len(matrix.records), len(columns))}")
     fcol = full_column(matrix.entries)
-    fidx = columns.index(fcol) if fcol in columns else None
     P = len(matrix.records)
     out = {name: np.zeros(P, dtype=bool) for name in ("top1", "vote", "gate_keep", "gate_fallback", "full_has_answer")}
     out["gate_conf"] = np.full(P, -np.inf)
