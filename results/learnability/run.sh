@@ -12,11 +12,12 @@ POLAR="${POLAR:-python -m polar.cli}"
 SW="$ROOT/results/sweep"
 FAMILIES="L1 L2 L3 L4 L5 words"
 files() { for f in $FAMILIES; do echo "$SW/$1/${f}_$2.jsonl"; done; }
-present() { for f in $FAMILIES; do [ -f "$SW/$1/${f}_$2.jsonl" ] && echo "$SW/$1/${f}_$2.jsonl"; done; true; }  # samples: those swept so far
+OOD="gsm8k mawps asdiv"  # test-only families (no training problems): reported, outside the in-distribution average
+present() { for f in $FAMILIES $OOD; do [ -f "$SW/$1/${f}_$2.jsonl" ] && echo "$SW/$1/${f}_$2.jsonl"; done; true; }  # samples: those swept so far
 for f in "$SW"/programs/*.jsonl.gz "$SW"/samples/*.jsonl.gz; do  # unpack committed matrices
   [ -f "$f" ] && [ ! -f "${f%.gz}" ] && gunzip -kc "$f" > "${f%.gz}"
 done
-TRAIN=($(files programs train)); VAL=($(files programs validation)); TEST=($(present programs test))
+TRAIN=($(files programs train)); VAL=($(files programs validation)); TEST=($(present programs test))  # + OOD swept so far
 T="${THREADS:-1}"
 case "${1:-}" in
   scorers)
