@@ -349,3 +349,16 @@ def test_cli_analyze_sweep(sweep_files, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["analyze-sweep", "--train", *map(str, f["train"]), "--test", *map(str, f["test"]),
                  "--encoder", str(enc), "--k-max", "0", "--out", str(tmp_path / "y")]) == 2
+
+
+def test_a_test_only_family_is_reported_outside_the_in_distribution_average(sweep_files, tmp_path):
+    f = sweep_files
+    entries = f["entries"]
+    ood = write_sweep(tmp_path / "gsm8k_test.jsonl", entries, make_records(entries, "gsm8k", "test", 20, 0),
+                      "full,skip:1,repeat:1")
+    summary = analyze_sweep(f["train"], f["test"] + [ood], tmp_path / "out", val_paths=f["validation"], k_max=3,
+                            deploy_k=2, bootstrap=50, embed=embed_words, plots=False)
+    fam = summary["families"]["gsm8k"]
+    assert fam["n"] == 20 and fam["train_n"] == 0 and "static (family)" not in fam["pass"]
+    assert "gsm8k" not in summary["in_distribution"] and set(summary["in_distribution"]) == {"L1", "L2", "words"}
+    assert fam["answer"]["static"]["auto_rule"] in ("top1", "vote", "gate")
