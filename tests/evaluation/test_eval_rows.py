@@ -127,14 +127,25 @@ def test_polar_mix_is_polars_first_programs_then_base_samplings_own_samples(tiny
         yield from real(keys, groups, rows, *args, **kwargs)
 
     monkeypatch.setattr(run_module, "_generate_groups", counting)
+    class Budgeted(Method):
+        """A predictor stand-in whose choice depends on k (as a layer budget makes it): asked for
+        fewer candidates, it ranks others first."""
+
+        name = "polar"
+
+        def candidates(self, problems, k):
+            progs = [full(D), Program(list(range(1, D))), Program(list(range(D)) + [D - 1])]
+            progs = progs if k >= 3 else progs[::-1]
+            return [[Candidate(p, 0.0, -float(i)) for i, p in enumerate(progs[:k])] for _ in problems]
+
     problems = _problems()
     config = dict(model="tiny", data=["s"], k=3, max_new_tokens=6, chunk_problems=4, batch_size=8)
-    base = [FullFirst(), BaseSampling(D, 0.7)]
+    base = [Budgeted(), BaseSampling(D, 0.7)]
     run_eval(EvalConfig(**config), base, model, tok, tmp_path / "base", problems=problems)
     rows_without = len(sampled)
     sampled.clear()
     for m in (0, 1, 2, 3):
-        mix = MixedCandidates(FullFirst(), D, m, 0.7)
+        mix = MixedCandidates(Budgeted(), D, m, 0.7)
         run_eval(EvalConfig(**config, mix=f"{m}:0.7"), base + [mix], model, tok, tmp_path / f"m{m}", problems=problems)
         assert len(sampled) == rows_without  # the mix's samples are base sampling's rows: none added
         sampled.clear()

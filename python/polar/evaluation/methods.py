@@ -113,7 +113,8 @@ class MixedCandidates(Method):
 
     def candidates(self, problems, k):
         start = time.perf_counter()
-        rows = self.programs.candidates(problems, min(self.m, k)) if self.m else [[] for _ in problems]
+        # the program method's own k candidates, cut to m: its first m (a budgeted choice of m alone differs)
+        rows = self.programs.candidates(problems, k) if self.m else [[] for _ in problems]
         out = []
         for row in rows:
             row = list(row[:min(self.m, k)])
