@@ -647,7 +647,7 @@ def analyze_sweep(train_paths: Sequence[str | Path], test_paths: Sequence[str | 
             if "static (family)" in curves:
                 fam["lift_family"][r.name] = [list(bootstrap_ci(curves[r.name][:, k] - curves["static (family)"][:, k],
                                                                 bootstrap, seed + k)) for k in range(k_max)]
-        fam["mix_lift"] = _mix_lifts({n: c for n, c in curves.items()}, bootstrap, seed, k_max)
+        fam["mix_lift"] = _mix_lifts(curves, bootstrap, seed, k_max)
         # AUC per program of every selector with per-input scores
         for r in rk_list:
             if not r.learned or r.scores is None or r.name == "nn (cover)":
